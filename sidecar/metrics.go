@@ -1,0 +1,102 @@
+package sidecar
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Version is ferry's version, set at build time with
+// -ldflags "-X github.com/ferry-sidecar/ferry/sidecar.Version=…".
+var Version = "dev"
+
+// latencyBuckets span sub-millisecond publishes to deliveries of tens of seconds.
+var latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Metrics holds every ferry_* family of DESIGN.md. Label values are bounded:
+// topics come from configuration or validated requests, never a message id.
+type Metrics struct {
+	PublishRequests   *prometheus.CounterVec
+	PublishDuration   prometheus.Histogram
+	OutboxPending     prometheus.Gauge
+	OutboxBytes       prometheus.Gauge
+	OutboxOldestAge   prometheus.Gauge
+	OutboxCorruptions prometheus.Counter
+	RelayRecords      *prometheus.CounterVec
+	RedisUp           prometheus.Gauge
+	DeliveryAttempts  *prometheus.CounterVec
+	DeliveryDuration  *prometheus.HistogramVec
+	EndToEnd          *prometheus.HistogramVec
+	DeadLetters       *prometheus.CounterVec
+	DedupeHits        *prometheus.CounterVec
+	BreakerState      *prometheus.GaugeVec
+	Throttled         *prometheus.CounterVec
+	ConsumerLag       *prometheus.GaugeVec
+	RetentionLagging  *prometheus.GaugeVec
+	BuildInfo         *prometheus.GaugeVec
+}
+
+// NewMetrics registers ferry's metrics on reg and initialises every label
+// value known from the start, so that each family is exported at once.
+func NewMetrics(reg prometheus.Registerer, subscriptions []string) *Metrics {
+	f := promauto.With(reg)
+	sub := []string{"subscription"}
+	m := &Metrics{
+		PublishRequests: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_publish_requests_total",
+			Help: "Publish API requests by topic and HTTP status code."}, []string{"topic", "code"}),
+		PublishDuration: f.NewHistogram(prometheus.HistogramOpts{Name: "ferry_publish_duration_seconds",
+			Help: "Publish API time from request to answer, including the outbox fsync.", Buckets: latencyBuckets}),
+		OutboxPending: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_pending_records",
+			Help: "Records in the outbox not yet relayed to Redis."}),
+		OutboxBytes: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_bytes",
+			Help: "Framed bytes in the outbox not yet relayed to Redis (compare with FERRY_OUTBOX_MAX_BYTES)."}),
+		OutboxOldestAge: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_oldest_age_seconds",
+			Help: "Age of the oldest outbox record not yet relayed; 0 when empty."}),
+		OutboxCorruptions: f.NewCounter(prometheus.CounterOpts{Name: "ferry_outbox_corruptions_total",
+			Help: "Outbox segments found corrupt at start and moved aside (renamed *.corrupt)."}),
+		RelayRecords: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_relay_records_total",
+			Help: "Outbox records sent to Redis by the relay, by result (ok, error)."}, []string{"result"}),
+		RedisUp: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_redis_up",
+			Help: "1 when the last Redis command succeeded, 0 when it failed."}),
+		DeliveryAttempts: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_delivery_attempts_total",
+			Help: "HTTP delivery attempts to the app by subscription and result (success, retry, timeout, error, poison)."}, []string{"subscription", "result"}),
+		DeliveryDuration: f.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_delivery_duration_seconds",
+			Help: "Duration of one HTTP delivery attempt to the app.", Buckets: latencyBuckets}, sub),
+		EndToEnd: f.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_end_to_end_seconds",
+			Help: "Time from publish accepted to the app answering 2xx.", Buckets: latencyBuckets}, sub),
+		DeadLetters: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_deadletters_total",
+			Help: "Messages dead-lettered by subscription and reason (poison, exhausted)."}, []string{"subscription", "reason"}),
+		DedupeHits: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_dedupe_hits_total",
+			Help: "Messages acked without delivery because their id was already delivered."}, sub),
+		BreakerState: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_breaker_state",
+			Help: "Circuit breaker state per subscription: 0 closed, 1 half-open, 2 open."}, sub),
+		Throttled: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_ratelimit_throttled_total",
+			Help: "Rate-limited operations: publish (answered 429), delivery (had to wait)."}, []string{"kind"}),
+		ConsumerLag: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_consumer_lag",
+			Help: "Entries not yet acked by this app's consumer group (XINFO lag + pending), refreshed every 5s."}, sub),
+		RetentionLagging: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_retention_blocked",
+			Help: "1 when this group's undelivered entries hold the stream above FERRY_STREAM_MAX_LEN/MAX_AGE."}, sub),
+		BuildInfo: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_build_info",
+			Help: "Always 1; labels carry the ferry version and Go version."}, []string{"version", "goversion"}),
+	}
+	m.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
+	m.RelayRecords.WithLabelValues("ok")
+	m.RelayRecords.WithLabelValues("error")
+	m.Throttled.WithLabelValues("publish")
+	m.Throttled.WithLabelValues("delivery")
+	for _, s := range subscriptions {
+		for _, r := range []string{"success", "retry", "timeout", "error", "poison"} {
+			m.DeliveryAttempts.WithLabelValues(s, r)
+		}
+		m.DeliveryDuration.WithLabelValues(s)
+		m.EndToEnd.WithLabelValues(s)
+		m.DeadLetters.WithLabelValues(s, "poison")
+		m.DeadLetters.WithLabelValues(s, "exhausted")
+		m.DedupeHits.WithLabelValues(s)
+		m.BreakerState.WithLabelValues(s).Set(0)
+		m.ConsumerLag.WithLabelValues(s)
+		m.RetentionLagging.WithLabelValues(s)
+	}
+	return m
+}
