@@ -144,7 +144,8 @@ return 0
 var ErrUnknownValue = errors.New("dedupe key holds an unknown value")
 
 // Store is the Redis-backed idempotency store of one owner. It is safe for
-// concurrent use. Every method is one round trip, whatever the number of keys.
+// concurrent use. Every method is one round trip whatever the number of keys
+// (Claim and Release take a second one, once, after Redis lost its scripts).
 type Store struct {
 	rdb     redis.UniversalClient
 	opts    Options
