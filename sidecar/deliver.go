@@ -1,0 +1,71 @@
+package sidecar
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-sidecar/ferry/retry"
+)
+
+// newAppClient is the HTTP client for deliveries: keep-alive connections to
+// the app, no proxy from the environment, no redirects followed.
+func newAppClient(cfg Config) *http.Client {
+	conns := cfg.DeliveryConcurrency * max(1, len(cfg.Subs()))
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   false,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// post sends one attempt of d to the app and returns the status (0 when
+// there was no answer), the Retry-After it asked for, and the transport error.
+func (s *Sidecar) post(ctx context.Context, sub Subscription, d *delivery) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.appBase+sub.Route, strings.NewReader(d.msg.Body))
+	if err != nil {
+		return 0, 0, err
+	}
+	h := req.Header
+	for k, v := range d.msg.Header {
+		h[k] = v
+	}
+	h.Set("Content-Type", d.msg.ContentType)
+	h.Set(hdrMessageID, d.msg.ID)
+	h.Set(hdrTopic, sub.Topic)
+	h.Set(hdrAttempt, strconv.Itoa(d.attempt))
+	if !d.msg.PublishedAt.IsZero() {
+		h.Set(hdrPublishedAt, d.msg.PublishedAt.UTC().Format(time.RFC3339Nano))
+	}
+	if d.replay {
+		h.Set(hdrReplay, "true")
+	}
+	if s.cfg.AppToken != "" {
+		h.Set("Authorization", "Bearer "+s.cfg.AppToken)
+	}
+	resp, err := s.appClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	// Drain a little so the connection is reused; the app's body is not needed.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	var after time.Duration
+	if v := resp.Header.Get("Retry-After"); v != "" && retry.Classify(resp.StatusCode, nil) == retry.Retry {
+		after, _ = retry.ParseRetryAfter(v, time.Now())
+	}
+	return resp.StatusCode, after, nil
+}

@@ -1,0 +1,66 @@
+package sidecar
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// router is an http.ServeMux whose own 404 and 405 answers are RFC 9457
+// problems (a 405 keeps its Allow header).
+type router struct {
+	mux *http.ServeMux
+}
+
+func newRouter() *router { return &router{mux: http.NewServeMux()} }
+
+func (rt *router) handle(pattern string, h http.HandlerFunc) { rt.mux.HandleFunc(pattern, h) }
+
+var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := rt.mux.Handler(r); pattern != "" {
+		rt.mux.ServeHTTP(w, r)
+		return
+	}
+	var allow []string
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := rt.mux.Handler(probe); pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeProblem(w, http.StatusMethodNotAllowed, "method-not-allowed", r.Method+" is not allowed on "+r.URL.Path)
+		return
+	}
+	writeProblem(w, http.StatusNotFound, "not-found", "no endpoint at "+r.URL.Path)
+}
+
+// bearer guards h with FERRY_API_TOKEN: the Bearer scheme is matched
+// case-insensitively and the token compared in constant time. An empty
+// token leaves h open.
+func bearer(token string, h http.HandlerFunc) http.HandlerFunc {
+	if token == "" {
+		return h
+	}
+	want := []byte(token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !tokenMatches(r.Header.Get("Authorization"), want) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func tokenMatches(header string, want []byte) bool {
+	scheme, got, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1
+}
