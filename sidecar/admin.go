@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 )
 
 // adminHandler serves health, metrics, status, dead letters and replay on FERRY_ADMIN_ADDR.
@@ -211,4 +210,3 @@ func (s *Sidecar) redisProblem(w http.ResponseWriter, err error) {
 	setRetryAfter(w, 0)
 	writeProblem(w, http.StatusServiceUnavailable, "redis-unavailable", "Redis did not answer; try again")
 }
-

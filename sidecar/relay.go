@@ -141,7 +141,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // Redis keys of DESIGN.md; the topic in braces is a Cluster hash tag.
-func streamKey(topic string) string         { return "ferry:{" + topic + "}:stream" }
+func streamKey(topic string) string          { return "ferry:{" + topic + "}:stream" }
 func deadLetterKey(topic, app string) string { return "ferry:{" + topic + "}:dlq:" + app }
 func redriveKey(topic, app string) string    { return "ferry:{" + topic + "}:redrive:" + app }
 func replayKey(topic, app string) string     { return "ferry:{" + topic + "}:replay:" + app }
