@@ -1,0 +1,786 @@
+package outbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+)
+
+var (
+	// ErrFull is returned by Append when the outbox already holds MaxBytes of
+	// records not yet committed. Commit frees space.
+	ErrFull = errors.New("outbox full")
+	// ErrClosed is returned by Append and Commit after Close.
+	ErrClosed = errors.New("outbox closed")
+	// ErrFailed is wrapped by every Append error once a disk error could not
+	// be repaired; the error also wraps the cause (e.g. syscall.EROFS). Only
+	// a new Open clears it.
+	ErrFailed = errors.New("outbox failed")
+	// ErrTooLarge is returned by Append for data longer than a frame can hold
+	// (4 GiB - 9 bytes).
+	ErrTooLarge = errors.New("record too large")
+)
+
+// CorruptError is a damaged frame at Offset of a segment.
+type CorruptError struct {
+	Segment uint64
+	Offset  int64
+	Err     error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("segment %08d at %d: %v", e.Segment, e.Offset, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Record is one appended message.
+type Record struct {
+	// Time is Options.Now at Append, stored in the record.
+	Time time.Time
+	Data []byte
+}
+
+// Position is a place in the log: a byte offset in a segment. The zero
+// Position is the start of the log.
+type Position struct {
+	Segment uint64
+	Offset  int64
+}
+
+func (p Position) less(q Position) bool {
+	return p.Segment < q.Segment || p.Segment == q.Segment && p.Offset < q.Offset
+}
+
+// Entry is a record returned by Read with the position just after it, which
+// is what to pass to Commit once the record is relayed, and to the next Read.
+type Entry struct {
+	Record
+	Next Position
+}
+
+// Stats describes the log's content and activity.
+type Stats struct {
+	// PendingRecords are appended and durable, not yet committed.
+	PendingRecords int64
+	// PendingBytes are the framed bytes of those records.
+	PendingBytes int64
+	// Oldest is the Time of the first pending record; zero when none.
+	Oldest time.Time
+	// Corruptions counts segments quarantined since Open.
+	Corruptions int64
+	// Appends counts records made durable since Open.
+	Appends uint64
+	// Syncs counts fsyncs done for appends since Open; Appends/Syncs is the
+	// number of records per group commit.
+	Syncs uint64
+}
+
+const (
+	checkpointName = "checkpoint"
+	segmentExt     = ".seg"
+	// maxBatchBytes bounds the bytes queued for the next write; an Append
+	// that would exceed it waits (honouring its ctx) for the writer.
+	maxBatchBytes = 4 << 20
+	// maxSpareBytes bounds the write buffer kept for reuse.
+	maxSpareBytes = 8 << 20
+	// defaultReadBytes is Read's budget when maxBytes ≤ 0.
+	defaultReadBytes = 1 << 20
+)
+
+func segmentName(seq uint64) string { return fmt.Sprintf("%08d%s", seq, segmentExt) }
+
+// segment is what the Log knows of one segment file.
+type segment struct {
+	seq  uint64
+	size int64 // durable size
+	// pendRecords and pendBytes count the records of this segment at or
+	// after the checkpoint.
+	pendRecords int64
+	pendBytes   int64
+}
+
+// batch is a group of appends written and synced together.
+type batch struct {
+	buf   []byte        // frames, back to back
+	n     int           // records in buf
+	taken chan struct{} // made on demand; closed when the writer takes the batch
+	done  chan struct{} // closed once durable and err are set
+	// durable is how many records, from the start of buf, are on disk; err
+	// is the error that stopped the rest.
+	durable int
+	err     error
+}
+
+// Log is a durable append-only log. Its methods are safe for concurrent use;
+// Read and Commit are meant for one relay.
+type Log struct {
+	opts   Options
+	fs     fileSystem
+	logger *slog.Logger
+	now    func() time.Time
+	notify chan struct{}
+	kick   chan struct{}
+	exited chan struct{}
+
+	commitMu sync.Mutex // serialises Commit
+
+	mu       sync.Mutex
+	open     *batch // appends waiting for the writer
+	spare    []byte
+	closed   bool
+	failed   error
+	reserved int64 // framed bytes queued or in flight, not yet durable
+	segs     []segment
+	cp       Position
+	stats    Stats
+
+	w writer // owned by the writer goroutine (and by Close after it exits)
+}
+
+// writer is the state of the writer goroutine.
+type writer struct {
+	f       file // active segment, nil before the first roll
+	seq     uint64
+	size    int64 // durable size of the active segment
+	nextSeq uint64
+}
+
+// Open opens the log in opts.Dir, creating the directory if needed, and
+// recovers it: it reads the checkpoint, validates every frame after it,
+// truncates a torn tail and quarantines corrupt segments. New records go to a
+// new segment.
+func Open(opts Options) (*Log, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	l := &Log{
+		opts:   opts,
+		fs:     opts.fs,
+		logger: opts.Logger,
+		now:    opts.Now,
+		notify: make(chan struct{}, 1),
+		kick:   make(chan struct{}, 1),
+		exited: make(chan struct{}),
+		open:   &batch{done: make(chan struct{})},
+	}
+	if err := l.createDir(); err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	if err := l.recover(); err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	go l.run()
+	return l, nil
+}
+
+func (l *Log) path(name string) string { return filepath.Join(l.opts.Dir, name) }
+
+// createDir makes Dir and, when it is new, makes its entry durable too.
+func (l *Log) createDir() error {
+	dir := filepath.Clean(l.opts.Dir)
+	if _, err := l.fs.Stat(dir); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat dir: %w", err)
+	}
+	if err := l.fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create dir: %w", err)
+	}
+	if err := syncDir(l.fs, filepath.Dir(dir)); err != nil {
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	return nil
+}
+
+// Append adds a record holding data, stamped with Options.Now, and returns
+// nil only once it is fsync'd. Appends that arrive together share one write
+// and one fsync. ctx is honoured while the record waits to be queued; once
+// queued, Append waits for the outcome of its write. data is copied and may
+// be reused when Append returns.
+//
+// Errors: ErrFull (immediately, no waiting), ErrClosed, ErrTooLarge, ctx's
+// error, or a disk error wrapping the syscall error (errors.Is(err,
+// syscall.ENOSPC), syscall.EROFS, …) and, once the log could not repair
+// itself, ErrFailed.
+func (l *Log) Append(ctx context.Context, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append record: %w", err)
+	}
+	if len(data) > maxDataSize {
+		return fmt.Errorf("append record: %w", ErrTooLarge)
+	}
+	size := int64(frameOverhead + len(data))
+	ns := l.now().UnixNano()
+	crc := payloadCRC(ns, data) // outside the lock: it reads all of data
+
+	var b *batch
+	var idx int
+	for {
+		l.mu.Lock()
+		switch {
+		case l.closed:
+			l.mu.Unlock()
+			return fmt.Errorf("append record: %w", ErrClosed)
+		case l.failed != nil:
+			err := l.failed
+			l.mu.Unlock()
+			return fmt.Errorf("append record: %w", err)
+		case l.opts.MaxBytes > 0 && l.stats.PendingBytes+l.reserved+size > l.opts.MaxBytes:
+			l.mu.Unlock()
+			return fmt.Errorf("append record: %w", ErrFull)
+		}
+		b = l.open
+		if len(b.buf) > 0 && int64(len(b.buf))+size > maxBatchBytes {
+			// The writer is behind: wait for it to take this batch.
+			if b.taken == nil {
+				b.taken = make(chan struct{})
+			}
+			taken := b.taken
+			l.mu.Unlock()
+			select {
+			case <-taken:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("append record: %w", ctx.Err())
+			}
+		}
+		b.buf = appendFrameCRC(b.buf, ns, data, crc)
+		idx = b.n
+		b.n++
+		l.reserved += size
+		l.mu.Unlock()
+		break
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	<-b.done
+	if idx < b.durable {
+		return nil
+	}
+	return fmt.Errorf("append record: %w", b.err)
+}
+
+// Notify returns a channel that receives a value (without blocking the
+// writer) after every group commit that made records durable. It has
+// capacity 1 and is meant for one reader, the relay.
+func (l *Log) Notify() <-chan struct{} { return l.notify }
+
+// Checkpoint returns the committed position, as persisted. It may name the
+// start of a later segment than the position passed to Commit when that one
+// ended a segment.
+func (l *Log) Checkpoint() Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cp
+}
+
+// Stats returns a snapshot of the log's statistics.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+// Err returns the error that failed the log (it wraps ErrFailed), or nil
+// while the log works.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
+
+// Close waits for queued appends to be written and synced, closes the files
+// and makes further Appends fail with ErrClosed. Closing twice is a no-op.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	<-l.exited
+	if l.w.f == nil {
+		return nil
+	}
+	err := l.w.f.Close()
+	l.w.f = nil
+	if err != nil {
+		return fmt.Errorf("close segment: %w", err)
+	}
+	return nil
+}
+
+// run is the writer goroutine: it takes the queued batch, writes and syncs
+// it, and reports the outcome to its appenders.
+func (l *Log) run() {
+	defer close(l.exited)
+	for range l.kick {
+		for {
+			l.mu.Lock()
+			b := l.open
+			if b.n == 0 {
+				closed := l.closed
+				l.mu.Unlock()
+				if closed {
+					return
+				}
+				break
+			}
+			l.open = &batch{buf: l.spare[:0], done: make(chan struct{})}
+			l.spare = nil
+			failed := l.failed
+			l.mu.Unlock()
+			if b.taken != nil {
+				close(b.taken)
+			}
+
+			written := 0
+			if failed != nil {
+				b.err = failed
+			} else {
+				b.durable, written, b.err = l.writeBatch(b.buf)
+			}
+
+			l.mu.Lock()
+			l.reserved -= int64(len(b.buf) - written) // the durable part moved to stats.PendingBytes
+			if cap(b.buf) <= maxSpareBytes {
+				l.spare = b.buf[:0]
+			}
+			l.mu.Unlock()
+			close(b.done)
+			if b.durable > 0 {
+				select {
+				case l.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// writeBatch writes and syncs the frames in buf, rolling segments as needed,
+// and returns how many records, and bytes, are durable.
+func (l *Log) writeBatch(buf []byte) (durable, written int, err error) {
+	w := &l.w
+	for off := 0; off < len(buf); {
+		if w.f == nil || w.size > 0 && w.size+int64(frameLen(buf[off:])) > l.opts.SegmentBytes {
+			if err := l.roll(); err != nil {
+				return durable, written, err
+			}
+		}
+		start, n := off, 0
+		for off < len(buf) {
+			fl := frameLen(buf[off:])
+			if n > 0 && w.size+int64(off-start+fl) > l.opts.SegmentBytes {
+				break
+			}
+			off += fl
+			n++
+		}
+		chunk := buf[start:off]
+		if _, err := w.f.WriteAt(chunk, w.size); err != nil {
+			return durable, written, l.repair(fmt.Errorf("write segment %s: %w", segmentName(w.seq), err))
+		}
+		if err := w.f.Sync(); err != nil {
+			return durable, written, l.repair(fmt.Errorf("sync segment %s: %w", segmentName(w.seq), err))
+		}
+		w.size += int64(len(chunk))
+		durable += n
+		written += len(chunk)
+
+		l.mu.Lock()
+		s := &l.segs[len(l.segs)-1] // the active segment
+		s.size = w.size
+		s.pendRecords += int64(n)
+		s.pendBytes += int64(len(chunk))
+		if l.stats.PendingRecords == 0 {
+			l.stats.Oldest = frameTime(chunk)
+		}
+		l.stats.PendingRecords += int64(n)
+		l.stats.PendingBytes += int64(len(chunk))
+		l.reserved -= int64(len(chunk))
+		l.stats.Appends += uint64(n)
+		l.stats.Syncs++
+		l.mu.Unlock()
+	}
+	return durable, written, nil
+}
+
+// roll makes a new, empty segment the active one. The previous segment is
+// already synced.
+func (l *Log) roll() error {
+	w := &l.w
+	seq := w.nextSeq
+	w.nextSeq++ // even on failure: a half-made file must not block the next try
+	name := segmentName(seq)
+	f, err := l.fs.OpenFile(l.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("create segment %s: %w", name, err)
+	}
+	if err := syncDir(l.fs, l.opts.Dir); err != nil {
+		f.Close()
+		// An empty segment left behind is harmless: recovery drops it.
+		_ = l.fs.Remove(l.path(name))
+		return fmt.Errorf("sync dir for segment %s: %w", name, err)
+	}
+	if w.f != nil {
+		if err := w.f.Close(); err != nil {
+			// Its content was synced; a close error loses nothing.
+			l.logger.Warn("close segment", "segment", segmentName(w.seq), "err", err)
+		}
+	}
+	w.f, w.seq, w.size = f, seq, 0
+	l.mu.Lock()
+	l.segs = append(l.segs, segment{seq: seq})
+	l.mu.Unlock()
+	return nil
+}
+
+// repair handles a failed write or fsync of the active segment. The file
+// descriptor is abandoned, never synced again: after a failed fsync the
+// kernel may have dropped the dirty pages and a retry would report success
+// for data that is not on disk. The segment is reopened, cut back to its
+// last durable size and synced. If that fails too, the log is failed.
+// repair returns the error to give the batch's appenders.
+func (l *Log) repair(cause error) error {
+	w := &l.w
+	name := segmentName(w.seq)
+	w.f.Close()
+	w.f = nil
+	f, err := l.fs.OpenFile(l.path(name), os.O_WRONLY, 0)
+	if err == nil {
+		err = f.Truncate(w.size)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		failed := fmt.Errorf("%w: %w; repair segment %s: %w", ErrFailed, cause, name, err)
+		l.mu.Lock()
+		l.failed = failed
+		l.mu.Unlock()
+		l.logger.Error("outbox failed", "segment", name, "err", failed)
+		return failed
+	}
+	w.f = f
+	l.logger.Warn("segment cut back after disk error", "segment", name, "size", w.size, "err", cause)
+	return cause
+}
+
+var errBeyond = errors.New("position beyond the durable end of the log")
+
+// find resolves p to an index in l.segs and an offset in that segment; the
+// index is -1 when the log has no segment. A position before the first
+// segment resolves to the start of the first. l.mu must be held.
+func (l *Log) find(p Position) (int, int64, error) {
+	if len(l.segs) == 0 {
+		if p.Offset != 0 {
+			return -1, 0, fmt.Errorf("position %d:%d: %w", p.Segment, p.Offset, errBeyond)
+		}
+		return -1, 0, nil
+	}
+	i, found := slices.BinarySearchFunc(l.segs, p.Segment, func(s segment, seq uint64) int {
+		return cmpUint64(s.seq, seq)
+	})
+	switch {
+	case i == 0 && !found:
+		return 0, 0, nil
+	case i == len(l.segs), !found && p.Offset != 0, p.Offset < 0, found && p.Offset > l.segs[i].size:
+		return -1, 0, fmt.Errorf("position %d:%d: %w", p.Segment, p.Offset, errBeyond)
+	case !found:
+		return i, 0, nil // start of a missing segment: the next one
+	}
+	return i, p.Offset, nil
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// locate resolves p to a segment with data at off, stepping over segment
+// ends, with the segment's durable end. off == end means no data after p.
+func (l *Log) locate(p Position) (seq uint64, off, end int64, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, off, err := l.find(p)
+	if err != nil || i < 0 {
+		return 0, 0, 0, err
+	}
+	for off == l.segs[i].size && i+1 < len(l.segs) {
+		i, off = i+1, 0
+	}
+	return l.segs[i].seq, off, l.segs[i].size, nil
+}
+
+// Read returns the durable records after from, in order: at most maxRecords
+// (≤ 0 ⇒ no limit) and about maxBytes of frames (≤ 0 ⇒ 1 MiB), but at least
+// one record if there is any. It returns an empty slice when there is none
+// yet. Pass the last Entry.Next to the next Read and to Commit. Entry data
+// is the caller's. A position after the durable end is an error; a damaged
+// frame is a *CorruptError.
+func (l *Log) Read(from Position, maxRecords, maxBytes int) ([]Entry, error) {
+	if maxBytes <= 0 {
+		maxBytes = defaultReadBytes
+	}
+	budget := int64(maxBytes)
+	entries := []Entry{}
+	for {
+		seq, off, end, err := l.locate(from)
+		if err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		if off == end {
+			return entries, nil
+		}
+		entries, off, err = l.readSegment(entries, seq, off, end, maxRecords, &budget)
+		if err != nil {
+			return nil, fmt.Errorf("read log: %w", err)
+		}
+		if off < end || maxRecords > 0 && len(entries) >= maxRecords || budget <= 0 {
+			return entries, nil
+		}
+		from = Position{Segment: seq, Offset: off}
+	}
+}
+
+// readSegment appends the records of segment seq from off towards end to
+// entries, within the limits, and returns the offset it stopped at.
+func (l *Log) readSegment(entries []Entry, seq uint64, off, end int64, maxRecords int, budget *int64) ([]Entry, int64, error) {
+	name := segmentName(seq)
+	f, err := l.fs.OpenFile(l.path(name), os.O_RDONLY, 0)
+	if err != nil {
+		return entries, off, fmt.Errorf("open segment: %w", err)
+	}
+	defer f.Close()
+	want := min(end-off, max(*budget, frameOverhead))
+	buf := make([]byte, want)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return entries, off, fmt.Errorf("read segment %s: %w", name, err)
+	}
+	p := 0
+	for p < len(buf) && (maxRecords <= 0 || len(entries) < maxRecords) && *budget > 0 {
+		rec, n, err := decodeFrame(buf[p:])
+		if errors.Is(err, io.ErrUnexpectedEOF) && int64(len(buf)) < end-off {
+			if p > 0 || len(entries) > 0 {
+				break // the budget ends inside this frame
+			}
+			// The first record is larger than the budget: read all of it.
+			fl := int64(frameLen(buf))
+			if fl > end-off {
+				return entries, off, &CorruptError{Segment: seq, Offset: off, Err: errBadLength}
+			}
+			buf = make([]byte, fl)
+			if _, err := f.ReadAt(buf, off); err != nil {
+				return entries, off, fmt.Errorf("read segment %s: %w", name, err)
+			}
+			continue
+		}
+		if err != nil {
+			return entries, off, &CorruptError{Segment: seq, Offset: off + int64(p), Err: err}
+		}
+		p += n
+		*budget -= int64(n)
+		entries = append(entries, Entry{Record: rec, Next: Position{Segment: seq, Offset: off + int64(p)}})
+	}
+	return entries, off + int64(p), nil
+}
+
+// Commit records that everything before p has been relayed: it persists p as
+// the checkpoint (tmp, fsync, rename, fsync dir), deletes the segments wholly
+// before it and frees their space for MaxBytes. p must be a position
+// returned by Read (an Entry.Next) or the current checkpoint; a position
+// beyond the durable end, or inside a record, is an error. Committing a
+// position at or before the checkpoint is a no-op.
+func (l *Log) Commit(p Position) error {
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("commit checkpoint: %w", ErrClosed)
+	}
+	i, off, err := l.find(p)
+	if err != nil || i < 0 {
+		l.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("commit checkpoint: %w", err)
+		}
+		return nil
+	}
+	for off == l.segs[i].size && i+1 < len(l.segs) {
+		i, off = i+1, 0
+	}
+	np := Position{Segment: l.segs[i].seq, Offset: off}
+	if !l.cp.less(np) {
+		l.mu.Unlock()
+		return nil
+	}
+	ci, coff, _ := l.find(l.cp) // the checkpoint always resolves
+	from := int64(0)
+	if ci == i {
+		from = coff
+	}
+	l.mu.Unlock()
+
+	// Only Commit removes segments and it holds commitMu, so i stays valid;
+	// the writer only adds segments after it.
+	n, err := l.countFrames(np.Segment, from, off)
+	if err != nil {
+		return fmt.Errorf("commit checkpoint: %w", err)
+	}
+	if err := l.writeCheckpoint(np); err != nil {
+		return fmt.Errorf("commit checkpoint: %w", err)
+	}
+
+	l.mu.Lock()
+	drop := make([]uint64, 0, i)
+	for _, s := range l.segs[:i] {
+		l.stats.PendingRecords -= s.pendRecords
+		l.stats.PendingBytes -= s.pendBytes
+		drop = append(drop, s.seq)
+	}
+	s := &l.segs[i]
+	s.pendRecords -= n
+	s.pendBytes -= off - from
+	l.stats.PendingRecords -= n
+	l.stats.PendingBytes -= off - from
+	l.segs = slices.Delete(l.segs, 0, i)
+	l.cp = np
+	pending := l.stats.PendingRecords > 0
+	if !pending {
+		l.stats.Oldest = time.Time{}
+	}
+	l.mu.Unlock()
+
+	for _, seq := range drop {
+		if err := l.fs.Remove(l.path(segmentName(seq))); err != nil {
+			// Open deletes segments before the checkpoint; nothing is lost.
+			l.logger.Warn("delete segment", "segment", segmentName(seq), "err", err)
+		}
+	}
+	if pending {
+		// Only Commit lowers PendingRecords, so the record at np exists.
+		if e, err := l.Read(np, 1, 1); err == nil && len(e) == 1 {
+			l.mu.Lock()
+			l.stats.Oldest = e[0].Time
+			l.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// countFrames counts the frames of segment seq between from and to, which
+// must both be frame boundaries.
+func (l *Log) countFrames(seq uint64, from, to int64) (int64, error) {
+	if from == to {
+		return 0, nil
+	}
+	name := segmentName(seq)
+	f, err := l.fs.OpenFile(l.path(name), os.O_RDONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open segment: %w", err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(io.NewSectionReader(f, from, to-from), 64<<10)
+	var hdr [headerSize]byte
+	var n int64
+	for pos := from; pos < to; n++ {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				break
+			}
+			return 0, fmt.Errorf("read segment %s: %w", name, err)
+		}
+		fl := int64(frameLen(hdr[:]))
+		if fl < frameOverhead || pos+fl > to {
+			break
+		}
+		if _, err := br.Discard(int(fl - headerSize)); err != nil {
+			return 0, fmt.Errorf("read segment %s: %w", name, err)
+		}
+		pos += fl
+		if pos == to {
+			return n + 1, nil
+		}
+	}
+	return 0, fmt.Errorf("position %d:%d is not a record boundary", seq, to)
+}
+
+// writeCheckpoint persists p atomically: tmp, fsync, rename, fsync dir.
+func (l *Log) writeCheckpoint(p Position) error {
+	b := encodeCheckpoint(p)
+	tmp := l.path(checkpointName + ".tmp")
+	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("create checkpoint: %w", err)
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync checkpoint: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close checkpoint: %w", err)
+	}
+	if err := l.fs.Rename(tmp, l.path(checkpointName)); err != nil {
+		return fmt.Errorf("rename checkpoint: %w", err)
+	}
+	if err := syncDir(l.fs, l.opts.Dir); err != nil {
+		return fmt.Errorf("sync dir: %w", err)
+	}
+	return nil
+}
+
+// The checkpoint file: segment (8 bytes), offset (8), CRC-32C of those (4),
+// little endian.
+const checkpointSize = 20
+
+func encodeCheckpoint(p Position) []byte {
+	b := make([]byte, 0, checkpointSize)
+	b = binary.LittleEndian.AppendUint64(b, p.Segment)
+	b = binary.LittleEndian.AppendUint64(b, uint64(p.Offset))
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeCheckpoint(b []byte) (Position, error) {
+	if len(b) != checkpointSize || crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:]) {
+		return Position{}, errors.New("bad checkpoint")
+	}
+	p := Position{Segment: binary.LittleEndian.Uint64(b), Offset: int64(binary.LittleEndian.Uint64(b[8:]))}
+	if p.Offset < 0 {
+		return Position{}, errors.New("bad checkpoint offset")
+	}
+	return p, nil
+}

@@ -1,0 +1,61 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// DefaultSegmentBytes is the segment size used when Options.SegmentBytes is 0.
+const DefaultSegmentBytes = 64 << 20
+
+// Options configures a Log. The zero value of each field but Dir is usable.
+type Options struct {
+	// Dir holds the segments and the checkpoint; Open creates it. Required.
+	Dir string
+	// SegmentBytes is the size at which a segment is rolled: a record goes to
+	// a new segment when it would make the current one exceed SegmentBytes.
+	// A record never spans segments; a larger record gets a segment of its
+	// own. 0 ⇒ DefaultSegmentBytes (64 MiB).
+	SegmentBytes int64
+	// MaxBytes limits the framed bytes appended and not yet committed; an
+	// Append beyond it fails with ErrFull. 0 ⇒ no limit.
+	MaxBytes int64
+	// Logger receives recovery and disk-error events. nil ⇒ discard.
+	Logger *slog.Logger
+	// Now stamps each record. nil ⇒ time.Now.
+	Now func() time.Time
+
+	// fs replaces the file system in tests. nil ⇒ the os package.
+	fs fileSystem
+}
+
+// Validate reports the first invalid field of o.
+func (o Options) Validate() error {
+	switch {
+	case o.Dir == "":
+		return errors.New("validate options: Dir is empty")
+	case o.SegmentBytes < 0:
+		return fmt.Errorf("validate options: SegmentBytes %d is negative", o.SegmentBytes)
+	case o.MaxBytes < 0:
+		return fmt.Errorf("validate options: MaxBytes %d is negative", o.MaxBytes)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.SegmentBytes == 0 {
+		o.SegmentBytes = DefaultSegmentBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.fs == nil {
+		o.fs = osFS{}
+	}
+	return o
+}
