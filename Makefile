@@ -1,0 +1,51 @@
+# ferry — the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/ferry-sidecar/ferry/sidecar.Version=$(VERSION)
+GO ?= go
+
+.PHONY: all build deps test test-short bench bench-guard fuzz demo vet fmt clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
+
+# deps installs what the tests and the demo need: redis-server, and promtool
+# (Debian's prometheus package) for the alert-rule tests.
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# test: vet, gofmt, the whole suite with the race detector (fuzz seed corpora
+# run as plain tests), and the hot-path benchmarks briefly as a regression guard.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) bench-guard
+
+bench-guard:
+	$(GO) test -run '^$$' -bench . -benchtime 100x ./outbox/ ./retry/ ./sidecar/
+
+bench: deps
+	$(GO) run ./bench
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./outbox/
+	$(GO) test -run '^$$' -fuzz FuzzTruncate -fuzztime 30s ./outbox/
+
+demo: deps
+	$(GO) run ./demo
+
+clean:
+	rm -rf bin
