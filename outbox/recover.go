@@ -87,6 +87,15 @@ func (l *Log) recover() error {
 	}
 
 	for i, seq := range seqs {
+		if fi, err := l.fs.Stat(l.path(segmentName(seq))); err == nil && fi.Size() == 0 {
+			// Left by a roll whose directory fsync failed, or by a crash
+			// right after a roll: nothing in it, only a file to drop.
+			if err := l.fs.Remove(l.path(segmentName(seq))); err != nil {
+				return fmt.Errorf("delete empty segment: %w", err)
+			}
+			changed = true
+			continue
+		}
 		start := int64(0)
 		if seq == cp.Segment {
 			start = cp.Offset
@@ -97,14 +106,6 @@ func (l *Log) recover() error {
 		}
 		if seq == cp.Segment {
 			cp.Offset = start
-		}
-		if s.size == 0 {
-			// Nothing in it, nothing pending: an empty segment only costs a file.
-			if err := l.fs.Remove(l.path(segmentName(seq))); err != nil {
-				return fmt.Errorf("delete empty segment: %w", err)
-			}
-			changed = true
-			continue
 		}
 		if l.stats.PendingRecords == 0 && s.pendRecords > 0 {
 			l.stats.Oldest = first
