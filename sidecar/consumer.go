@@ -60,8 +60,9 @@ type subscriber struct {
 	timers  map[*time.Timer]struct{}
 	stopped bool
 
-	replayUntil atomic.Pointer[string] // entries up to this id are replays
-	status      atomic.Pointer[subStatus]
+	replayUntil      atomic.Pointer[string] // entries up to this id are replays
+	retentionBlocked bool                   // only refreshStatus touches it
+	status           atomic.Pointer[subStatus]
 }
 
 // subStatus is what /v1/status reports of a subscription.

@@ -32,15 +32,17 @@ type relay struct {
 	backoff   retry.Policy
 	breaker   *breaker.Set
 	committed chan struct{} // signalled after each commit, for the shutdown drain
+	published *publishedTopics
 }
 
-func newRelay(log *slog.Logger, ob *outbox.Log, rdb redis.UniversalClient, m *Metrics) *relay {
+func newRelay(log *slog.Logger, ob *outbox.Log, rdb redis.UniversalClient, m *Metrics, published *publishedTopics) *relay {
 	return &relay{
-		log:     log,
-		outbox:  ob,
-		rdb:     rdb,
-		metrics: m,
-		backoff: retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: 1 << 30},
+		published: published,
+		log:       log,
+		outbox:    ob,
+		rdb:       rdb,
+		metrics:   m,
+		backoff:   retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: 1 << 30},
 		breaker: breaker.New(breaker.Settings{FailureRatio: 1, MinRequests: 3, OpenTimeout: 2 * time.Second, OnStateChange: func(_ string, from, to breaker.State) {
 			log.Warn("relay breaker", "from", from.String(), "to", to.String())
 		}}),
@@ -122,6 +124,7 @@ func (r *relay) send(ctx context.Context, entries []outbox.Entry) error {
 			continue
 		}
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: streamKey(ev.Topic), Values: streamValues(&ev, e.Time)})
+		r.published.add(ev.Topic)
 	}
 	_, err = pipe.Exec(ctx)
 	done(err == nil)

@@ -145,4 +145,23 @@ func (s *subscriber) updateStatus(ctx context.Context) {
 		s.sc.metrics.ConsumerLag.WithLabelValues(s.sub.Topic).Set(float64(lag))
 	}
 	s.loadReplayMark(ctx)
+	blocked, err := s.sc.trimTopic(ctx, s.sub.Topic, s.group)
+	if err != nil {
+		s.log.Debug("trim stream", "err", redactErr(err))
+		return
+	}
+	if blocked != s.retentionBlocked {
+		s.retentionBlocked = blocked
+		if blocked {
+			s.log.Warn("consumer group lags past stream retention: trimming is held back for it", "app_id", s.group,
+				"stream_max_len", s.sc.cfg.StreamMaxLen, "stream_max_age", s.sc.cfg.StreamMaxAge.String())
+		} else {
+			s.log.Info("consumer group back within stream retention", "app_id", s.group)
+		}
+	}
+	v := 0.0
+	if blocked {
+		v = 1
+	}
+	s.sc.metrics.RetentionLagging.WithLabelValues(s.sub.Topic).Set(v)
 }

@@ -50,7 +50,9 @@ type Sidecar struct {
 	relay        *relay
 	subs         []*subscriber
 
+	published      publishedTopics
 	publishLimiter *rate.Limiter
+	gaugeMu        sync.Mutex // serialises updateOutboxGauges: its counters add deltas
 	shuttingDown   atomic.Bool
 	ready          atomic.Bool
 	now            func() time.Time
@@ -111,7 +113,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 		return nil, fmt.Errorf("open outbox %s: %w", cfg.OutboxDir, err)
 	}
 	s.outbox = ob
-	s.relay = newRelay(log.With("component", "relay"), ob, rdb, s.metrics)
+	s.relay = newRelay(log.With("component", "relay"), ob, rdb, s.metrics, &s.published)
 	for _, sub := range cfg.Subs() {
 		s.subs = append(s.subs, newSubscriber(s, sub))
 	}
@@ -200,6 +202,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { subsWG.Wait(); close(subsDone) }()
 	go s.checkRedis(work)
 	go s.gaugeLoop(work)
+	go s.retentionLoop(work)
 
 	var runErr error
 	select {
@@ -273,12 +276,17 @@ func (s *Sidecar) gaugeLoop(ctx context.Context) {
 }
 
 func (s *Sidecar) updateOutboxGauges() {
+	s.gaugeMu.Lock()
+	defer s.gaugeMu.Unlock()
 	st := s.outbox.Stats()
 	s.metrics.OutboxPending.Set(float64(st.PendingRecords))
 	s.metrics.OutboxBytes.Set(float64(st.PendingBytes))
 	s.metrics.OutboxOldestAge.Set(s.oldestAge(st.Oldest))
 	if d := float64(st.Corruptions) - counterValue(s.metrics.OutboxCorruptions); d > 0 {
 		s.metrics.OutboxCorruptions.Add(d)
+	}
+	if d := float64(st.Syncs) - counterValue(s.metrics.OutboxSyncs); d > 0 {
+		s.metrics.OutboxSyncs.Add(d)
 	}
 }
 
