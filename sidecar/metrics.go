@@ -23,6 +23,7 @@ type Metrics struct {
 	OutboxBytes       prometheus.Gauge
 	OutboxOldestAge   prometheus.Gauge
 	OutboxCorruptions prometheus.Counter
+	OutboxSyncs       prometheus.Counter
 	RelayRecords      *prometheus.CounterVec
 	RedisUp           prometheus.Gauge
 	DeliveryAttempts  *prometheus.CounterVec
@@ -55,6 +56,8 @@ func NewMetrics(reg prometheus.Registerer, subscriptions []string) *Metrics {
 			Help: "Age of the oldest outbox record not yet relayed; 0 when empty."}),
 		OutboxCorruptions: f.NewCounter(prometheus.CounterOpts{Name: "ferry_outbox_corruptions_total",
 			Help: "Outbox segments found corrupt at start and moved aside (renamed *.corrupt)."}),
+		OutboxSyncs: f.NewCounter(prometheus.CounterOpts{Name: "ferry_outbox_syncs_total",
+			Help: "Outbox fsyncs for appends (group commits); accepted publishes / this = events per fsync. Refreshed every second."}),
 		RelayRecords: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_relay_records_total",
 			Help: "Outbox records sent to Redis by the relay, by result (ok, error)."}, []string{"result"}),
 		RedisUp: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_redis_up",

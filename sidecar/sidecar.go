@@ -157,6 +157,11 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// servers builds the publish and admin HTTP servers, both hardened by newServer.
+func (s *Sidecar) servers() (publish, admin *http.Server) {
+	return newServer(s.publishHandler(), s.log), newServer(s.adminHandler(), s.log)
+}
+
 // Run serves until ctx ends, then shuts down as DESIGN.md says: not ready,
 // publish API closed, consumers stop and in-flight deliveries finish, the
 // relay drains the outbox, the outbox closes. It returns *UndrainedError
@@ -168,8 +173,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	s.logStart()
-	publishSrv := newServer(s.publishHandler(), s.log)
-	adminSrv := newServer(s.adminHandler(), s.log)
+	publishSrv, adminSrv := s.servers()
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- publishSrv.Serve(s.publishLn) }()
 	go func() { serveErr <- adminSrv.Serve(s.adminLn) }()
@@ -311,6 +315,11 @@ func (s *Sidecar) checkRedis(ctx context.Context) {
 	policy, ok, err := dedupe.CheckEvictionPolicy(ctx, s.rdb)
 	switch {
 	case err != nil:
+		if redis.HasErrorPrefix(err, "NOPERM") {
+			// An ACL without CONFIG GET is the recommended least privilege (docs/security.md).
+			s.log.Info("redis maxmemory-policy not readable (CONFIG GET not allowed for this user); make sure it is noeviction")
+			break
+		}
 		s.log.Info("redis maxmemory-policy not readable (CONFIG not allowed); make sure it is noeviction", "err", redactErr(err))
 	case !ok:
 		s.log.Warn("redis maxmemory-policy evicts keys: dedupe state and pending entries can be lost; set maxmemory-policy noeviction", "maxmemory-policy", policy)
@@ -323,7 +332,7 @@ func (s *Sidecar) logStart() {
 	s.log.Info("ferry starting",
 		"version", Version,
 		"listen_addr", s.PublishAddr(), "admin_addr", s.AdminAddr(),
-		"redis_url", redactURL(c.RedisURL), "app_url", c.AppURL,
+		"redis_url", redactURL(c.RedisURL), "app_url", redactURL(c.AppURL),
 		"subscriptions", c.Subscriptions, "consumer", c.Consumer,
 		"outbox_dir", c.OutboxDir, "outbox_max_bytes", c.OutboxMaxBytes, "max_body_bytes", c.MaxBodyBytes,
 		"delivery_timeout", c.DeliveryTimeout.String(), "delivery_concurrency", c.DeliveryConcurrency,
@@ -338,9 +347,13 @@ func (s *Sidecar) logStart() {
 		s.log.Warn("FERRY_LISTEN_ADDR is not loopback and FERRY_API_TOKEN is empty: anyone who reaches this port can publish; set FERRY_API_TOKEN or listen on 127.0.0.1",
 			"listen_addr", s.PublishAddr())
 	}
+	if c.APIToken == "" && !isLoopback(s.AdminAddr()) {
+		s.log.Warn("FERRY_ADMIN_ADDR is not loopback and FERRY_API_TOKEN is empty: anyone who reaches this port can read status and dead letters, replay and redrive; set FERRY_API_TOKEN or a NetworkPolicy",
+			"admin_addr", s.AdminAddr())
+	}
 }
 
-// redactURL drops the password (and user) from a Redis URL.
+// redactURL drops the password (and user) from a URL (Redis or app).
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
