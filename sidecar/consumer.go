@@ -21,7 +21,6 @@ const (
 	readBlock     = time.Second // XREADGROUP BLOCK: also bounds how long a stop takes to be seen
 	minWindow     = 256         // messages a subscription tracks at once (in flight, waiting, queued by key)
 	claimBatch    = 100
-	lagRefresh    = 5 * time.Second
 	waitNoAttempt = 500 * time.Millisecond // retry delay for waits that use no attempt (Redis down, busy claim)
 )
 

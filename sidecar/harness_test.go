@@ -29,6 +29,7 @@ type node struct {
 	admin   string // http://host:port of the admin API
 	reg     *prometheus.Registry
 	logs    *syncBuffer
+	env     map[string]string
 	stopped bool
 }
 
@@ -79,11 +80,12 @@ func startNode(t *testing.T, env map[string]string) *node {
 	if err != nil {
 		t.Fatalf("new sidecar: %v", err)
 	}
+	sc.refreshEvery = 100 * time.Millisecond
 	if err := sc.Listen(); err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{t: t, sc: sc, cancel: cancel, done: make(chan error, 1), reg: reg, logs: logs,
+	n := &node{t: t, sc: sc, cancel: cancel, done: make(chan error, 1), reg: reg, logs: logs, env: env,
 		pub: "http://" + sc.PublishAddr(), admin: "http://" + sc.AdminAddr()}
 	go func() { n.done <- sc.Run(ctx) }()
 	t.Cleanup(func() {

@@ -117,9 +117,9 @@ func (s *subscriber) loadReplayMark(ctx context.Context) {
 	}
 }
 
-// refreshStatus updates the lag gauge and /v1/status every lagRefresh.
+// refreshStatus updates the lag gauge and /v1/status every refreshEvery (5s).
 func (s *subscriber) refreshStatus(ctx context.Context) {
-	t := time.NewTicker(lagRefresh)
+	t := time.NewTicker(s.sc.refreshEvery)
 	defer t.Stop()
 	for {
 		s.updateStatus(ctx)

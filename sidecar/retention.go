@@ -127,9 +127,9 @@ func (p *publishedTopics) list() []string {
 }
 
 // retentionLoop trims the streams this sidecar publishes to and does not
-// subscribe to (subscribers trim their own topic) every lagRefresh.
+// subscribe to (subscribers trim their own topic) every refreshEvery.
 func (s *Sidecar) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(lagRefresh)
+	t := time.NewTicker(s.refreshEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -145,6 +145,7 @@ func (s *Sidecar) retentionLoop(ctx context.Context) {
 				s.log.Debug("trim stream", "topic", topic, "err", redactErr(err))
 			}
 		}
+		s.trimRounds.Add(1)
 	}
 }
 

@@ -56,6 +56,8 @@ type Sidecar struct {
 	shuttingDown   atomic.Bool
 	ready          atomic.Bool
 	now            func() time.Time
+	refreshEvery   time.Duration // lag, status and retention refresh (5s; tests shorten it)
+	trimRounds     atomic.Int64  // retention rounds done, for tests
 
 	publishLn, adminLn net.Listener
 }
@@ -85,6 +87,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 		appClient:    newAppClient(cfg),
 		appBase:      strings.TrimRight(cfg.AppURL, "/"),
 		now:          time.Now,
+		refreshEvery: 5 * time.Second,
 	}
 	if cfg.PublishRate > 0 {
 		s.publishLimiter = rate.NewLimiter(rate.Limit(cfg.PublishRate), burst(cfg.PublishRate, cfg.PublishBurst))
