@@ -32,6 +32,7 @@ type delivery struct {
 	replay     bool
 	lastStatus int
 	lastErr    string
+	delivered  bool // the app answered 2xx: only the dedupe completion and the ack remain
 }
 
 func (d *delivery) key() string { return d.stream + " " + d.msg.StreamID }
@@ -58,6 +59,11 @@ type subscriber struct {
 	byKey   map[string][]*delivery // Ordering-Key ⇒ its queue; the head is the one being delivered
 	timers  map[*time.Timer]struct{}
 	stopped bool
+	// holding: message ids this replica has claimed in the dedupe store and
+	// not yet completed or released. The dedupe owner is the replica, so
+	// a second copy of an id (a re-publish, a relay re-send) read by this
+	// replica would claim it again; it waits here instead.
+	holding map[string]struct{}
 
 	replayUntil      atomic.Pointer[string] // entries up to this id are replays
 	retentionBlocked bool                   // only refreshStatus touches it
@@ -86,6 +92,7 @@ func newSubscriber(sc *Sidecar, sub Subscription) *subscriber {
 		tracked:  map[string]*delivery{},
 		byKey:    map[string][]*delivery{},
 		timers:   map[*time.Timer]struct{}{},
+		holding:  map[string]struct{}{},
 	}
 	s.ready = make(chan *delivery, s.window)
 	if sc.cfg.DeliveryRate > 0 {
@@ -125,6 +132,9 @@ func (s *subscriber) work(ctx, hard context.Context) {
 		case <-ctx.Done():
 			return
 		case d := <-s.ready:
+			if ctx.Err() != nil {
+				return // stopping: d stays pending in Redis
+			}
 			s.deliver(hard, d)
 		}
 	}
@@ -441,7 +451,20 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 		return
 	}
 	dkey := dedupe.Key(s.sub.Topic, cfg.AppID, d.msg.ID)
+	if d.delivered {
+		s.settle(ctx, d, dkey) // never POST again what the app already has
+		return
+	}
 	if !d.replay {
+		if !s.hold(d.msg.ID) {
+			s.later(d, waitNoAttempt, false) // another copy of this id is on its way here
+			return
+		}
+		defer func() {
+			if !d.delivered {
+				s.unhold(d.msg.ID)
+			}
+		}()
 		st, err := s.sc.dedupe.Claim(ctx, dkey)
 		switch {
 		case err != nil:
@@ -494,14 +517,8 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 	}
 	switch result {
 	case retry.Success:
-		if !d.replay {
-			if err := s.sc.dedupe.Complete(ctx, dkey); err != nil {
-				s.log.Warn("complete dedupe claim", "msg_id", d.msg.ID, "err", redactErr(err))
-			}
-		}
-		if s.ack(ctx, d) && !d.msg.PublishedAt.IsZero() {
-			s.sc.metrics.EndToEnd.WithLabelValues(s.sub.Topic).Observe(time.Since(d.msg.PublishedAt).Seconds())
-		}
+		d.delivered = true
+		s.settle(ctx, d, dkey)
 	case retry.Poison:
 		release()
 		s.deadLetter(ctx, d, "poison")
@@ -518,6 +535,41 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 		s.log.Debug("delivery retry", "msg_id", d.msg.ID, "attempt", d.attempt, "result", string(result), "delay", delay)
 		s.later(d, delay, true)
 	}
+}
+
+// settle records a delivery the app answered 2xx: done in the dedupe store,
+// then acked. While Redis fails it retries these two steps only, so a Redis
+// outage never makes ferry deliver a message twice; only a crash before the
+// completion does (the window DESIGN.md states).
+func (s *subscriber) settle(ctx context.Context, d *delivery, dkey string) {
+	if !d.replay {
+		if err := s.sc.dedupe.Complete(ctx, dkey); err != nil {
+			s.log.Warn("complete dedupe claim", "msg_id", d.msg.ID, "err", redactErr(err))
+			s.later(d, waitNoAttempt, false)
+			return
+		}
+		s.unhold(d.msg.ID)
+	}
+	if s.ack(ctx, d) && !d.msg.PublishedAt.IsZero() {
+		s.sc.metrics.EndToEnd.WithLabelValues(s.sub.Topic).Observe(time.Since(d.msg.PublishedAt).Seconds())
+	}
+}
+
+// hold marks id as being delivered by this replica; false when it already is.
+func (s *subscriber) hold(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := s.holding[id]; busy {
+		return false
+	}
+	s.holding[id] = struct{}{}
+	return true
+}
+
+func (s *subscriber) unhold(id string) {
+	s.mu.Lock()
+	delete(s.holding, id)
+	s.mu.Unlock()
 }
 
 // ack XACKs d (and deletes it from the private redrive stream) and
