@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -180,12 +181,15 @@ func (s *Sidecar) replayHandler(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"replayed_from": start})
 }
 
-// decodeStrict decodes one JSON object: unknown fields, duplicate keys and
-// trailing data are errors.
+// decodeStrict decodes one JSON object: anything but an object (null
+// included), unknown fields, duplicate keys and trailing data are errors.
 func decodeStrict(r io.Reader, v any) error {
 	body, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("read body: %w", err)
+	}
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return errors.New("decode JSON body: want one JSON object")
 	}
 	if err := checkDuplicateKeys(body); err != nil {
 		return err

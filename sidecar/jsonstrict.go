@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // checkDuplicateKeys rejects JSON with a key repeated in one object, which
-// encoding/json would silently resolve to the last value.
+// encoding/json would silently resolve to the last value. Keys are compared
+// case-folded, as encoding/json matches them to fields: {"from":1,"FROM":2}
+// is a duplicate too.
 func checkDuplicateKeys(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var walk func(depth int) error
@@ -35,9 +39,9 @@ func checkDuplicateKeys(body []byte) error {
 				if err != nil {
 					return fmt.Errorf("decode JSON body: %w", err)
 				}
-				k, _ := kt.(string)
+				k := foldKey(kt.(string))
 				if seen[k] {
-					return fmt.Errorf("decode JSON body: duplicate key %q", k)
+					return fmt.Errorf("decode JSON body: duplicate key %q", kt)
 				}
 				seen[k] = true
 				if err := walk(depth + 1); err != nil {
@@ -55,4 +59,10 @@ func checkDuplicateKeys(body []byte) error {
 		return err
 	}
 	return walk(0)
+}
+
+// foldKey maps a key to the form that encoding/json's case-insensitive
+// field matching treats as equal (simple Unicode folding, like bytes.EqualFold).
+func foldKey(k string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, k)
 }
