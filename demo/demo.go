@@ -304,13 +304,14 @@ func build(ctx context.Context, goBin, dir string, pkgs map[string]string) (map[
 	errs := make(chan error, len(pkgs))
 	var wg sync.WaitGroup
 	for name, pkg := range pkgs {
-		bins[name] = filepath.Join(dir, name)
+		bin := filepath.Join(dir, name)
+		bins[name] = bin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, goBin, "build", "-o", bins[name], pkg).CombinedOutput()
+			out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg).CombinedOutput()
 			if err != nil {
 				errs <- fmt.Errorf("build %s: %w\n%s", pkg, err, out)
 			}
