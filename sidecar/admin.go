@@ -2,12 +2,14 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -84,6 +86,12 @@ type SubscriptionStatus struct {
 }
 
 func (s *Sidecar) statusHandler(w http.ResponseWriter, r *http.Request) {
+	// Fresh figures when Redis answers quickly; the last ones (at most 5 s old) otherwise.
+	ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
+	defer cancel()
+	for _, sub := range s.subs {
+		_ = sub.refreshGroupStatus(ctx)
+	}
 	writeJSON(w, http.StatusOK, s.Status())
 }
 

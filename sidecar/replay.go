@@ -132,17 +132,8 @@ func (s *subscriber) refreshStatus(ctx context.Context) {
 }
 
 func (s *subscriber) updateStatus(ctx context.Context) {
-	groups, err := s.sc.rdb.XInfoGroups(ctx, s.stream).Result()
-	if err != nil {
+	if s.refreshGroupStatus(ctx) != nil {
 		return
-	}
-	for _, g := range groups {
-		if g.Name != s.group {
-			continue
-		}
-		lag := max(g.Lag, 0) + g.Pending
-		s.status.Store(&subStatus{LastDelivered: g.LastDeliveredID, Pending: g.Pending, Lag: lag})
-		s.sc.metrics.ConsumerLag.WithLabelValues(s.sub.Topic).Set(float64(lag))
 	}
 	s.loadReplayMark(ctx)
 	blocked, err := s.sc.trimTopic(ctx, s.sub.Topic, s.group)
@@ -164,4 +155,22 @@ func (s *subscriber) updateStatus(ctx context.Context) {
 		v = 1
 	}
 	s.sc.metrics.RetentionLagging.WithLabelValues(s.sub.Topic).Set(v)
+}
+
+// refreshGroupStatus reads the group's pending count, lag and last delivered
+// id (XINFO GROUPS) into the status and the lag gauge.
+func (s *subscriber) refreshGroupStatus(ctx context.Context) error {
+	groups, err := s.sc.rdb.XInfoGroups(ctx, s.stream).Result()
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if g.Name != s.group {
+			continue
+		}
+		lag := max(g.Lag, 0) + g.Pending
+		s.status.Store(&subStatus{LastDelivered: g.LastDeliveredID, Pending: g.Pending, Lag: lag})
+		s.sc.metrics.ConsumerLag.WithLabelValues(s.sub.Topic).Set(float64(lag))
+	}
+	return nil
 }
