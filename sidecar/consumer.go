@@ -163,7 +163,7 @@ func (s *subscriber) read(ctx context.Context) {
 	lastClaim := time.Time{}
 	for ctx.Err() == nil {
 		if s.sc.breakers.State(s.sub.Topic) == breaker.Open {
-			sleepCtx(ctx, 100*time.Millisecond) // open: read nothing new, spend no attempts
+			_ = s.sc.breakers.Wait(ctx, s.sub.Topic) // open: read nothing new, spend no attempts
 			continue
 		}
 		space := s.space()

@@ -43,7 +43,7 @@ func newRelay(log *slog.Logger, ob *outbox.Log, rdb redis.UniversalClient, m *Me
 		rdb:       rdb,
 		metrics:   m,
 		backoff:   retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: 1 << 30},
-		breaker: breaker.New(breaker.Settings{FailureRatio: 1, MinRequests: 3, OpenTimeout: 2 * time.Second, OnStateChange: func(_ string, from, to breaker.State) {
+		breaker: breaker.New(breaker.Settings{FailureRatio: 1, MinRequests: 3, Window: 5 * time.Second, OpenTimeout: 2 * time.Second, OnStateChange: func(_ string, from, to breaker.State) {
 			log.Warn("relay breaker", "from", from.String(), "to", to.String())
 		}}),
 		committed: make(chan struct{}, 1),
