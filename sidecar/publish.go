@@ -101,7 +101,7 @@ func (s *Sidecar) accept(w http.ResponseWriter, r *http.Request, topic string) i
 		}
 		return fail(http.StatusBadRequest, "unreadable-body", "read request body: "+err.Error())
 	}
-	if err := s.outbox.Append(r.Context(), buf.Bytes()); err != nil {
+	if err := s.appendRecord(r.Context(), buf.Bytes()); err != nil {
 		return s.appendFailed(w, err)
 	}
 	writeJSON(w, http.StatusAccepted, publishResponse{ID: id, Topic: topic})

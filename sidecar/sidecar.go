@@ -39,6 +39,7 @@ type Sidecar struct {
 	metrics      *Metrics
 	gatherer     prometheus.Gatherer
 	outbox       *outbox.Log
+	appendRecord func(ctx context.Context, data []byte) error // outbox.Append; tests wrap it to inject disk errors
 	rdb          redis.UniversalClient
 	redisHealth  *redisHealth
 	dedupe       *dedupe.Store
@@ -116,6 +117,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 		return nil, fmt.Errorf("open outbox %s: %w", cfg.OutboxDir, err)
 	}
 	s.outbox = ob
+	s.appendRecord = ob.Append
 	s.relay = newRelay(log.With("component", "relay"), ob, rdb, s.metrics, &s.published)
 	for _, sub := range cfg.Subs() {
 		s.subs = append(s.subs, newSubscriber(s, sub))
