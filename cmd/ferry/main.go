@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ferry-sidecar/ferry/sidecar"
 )
@@ -37,6 +38,7 @@ func run(stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	redis.SetLogger(sidecar.RedisLogger{Log: log.With("component", "go-redis")})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
