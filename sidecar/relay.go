@@ -18,12 +18,18 @@ const (
 	relayMaxRecords = 512
 	relayMaxBytes   = 4 << 20
 	relayBreaker    = "relay"
+	// relayCommitEvery bounds how often the checkpoint is persisted while
+	// records keep coming: each commit costs two fsyncs and a rename, as
+	// much as the group commit of the records themselves. A crash re-sends
+	// at most this much (dedupe absorbs it); an idle relay commits at once
+	// after this delay.
+	relayCommitEvery = 100 * time.Millisecond
 )
 
 // relay moves outbox records to their topic streams in order: read a batch
-// after the checkpoint, XADD it in one pipeline, then commit the checkpoint.
-// A crash between the two re-sends the batch (dedupe absorbs it); nothing is
-// skipped. While Redis fails it backs off behind a breaker.
+// after the checkpoint, XADD it in one pipeline, then commit the checkpoint
+// (at most every relayCommitEvery while busy). A crash between the two
+// re-sends what was not committed (dedupe absorbs it); nothing is skipped. While Redis fails it backs off behind a breaker.
 type relay struct {
 	log       *slog.Logger
 	outbox    *outbox.Log
@@ -54,6 +60,24 @@ func newRelay(log *slog.Logger, ob *outbox.Log, rdb redis.UniversalClient, m *Me
 func (r *relay) Run(ctx context.Context) error {
 	pos := r.outbox.Checkpoint()
 	failures := 0
+	dirty, lastCommit := false, time.Now() // dirty: pos is relayed but not committed
+	commit := func() {
+		if err := r.outbox.Commit(pos); err != nil {
+			// The records are in Redis; failing to persist the checkpoint
+			// re-sends them after a restart, which dedupe absorbs.
+			r.log.Error("relay commit checkpoint", "err", err)
+		}
+		dirty, lastCommit = false, time.Now()
+		select {
+		case r.committed <- struct{}{}:
+		default:
+		}
+	}
+	defer func() {
+		if dirty {
+			commit()
+		}
+	}()
 	for ctx.Err() == nil {
 		entries, err := r.outbox.Read(pos, relayMaxRecords, relayMaxBytes)
 		if err != nil {
@@ -64,11 +88,21 @@ func (r *relay) Run(ctx context.Context) error {
 			continue
 		}
 		if len(entries) == 0 {
+			wait := time.Second // a safety net; Notify is the signal
+			if dirty {
+				wait = max(0, relayCommitEvery-time.Since(lastCommit))
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return nil
 			case <-r.outbox.Notify():
-			case <-time.After(time.Second): // a safety net; Notify is the signal
+				t.Stop()
+			case <-t.C:
+				if dirty {
+					commit()
+				}
 			}
 			continue
 		}
@@ -92,17 +126,10 @@ func (r *relay) Run(ctx context.Context) error {
 			r.log.Info("relay resumed", "failures", failures)
 			failures = 0
 		}
-		next := entries[len(entries)-1].Next
-		if err := r.outbox.Commit(next); err != nil {
-			// The records are in Redis; failing to persist the checkpoint
-			// re-sends them after a restart, which dedupe absorbs.
-			r.log.Error("relay commit checkpoint", "err", err)
-		}
-		pos = next
+		pos, dirty = entries[len(entries)-1].Next, true
 		r.metrics.RelayRecords.WithLabelValues("ok").Add(float64(len(entries)))
-		select {
-		case r.committed <- struct{}{}:
-		default:
+		if time.Since(lastCommit) >= relayCommitEvery {
+			commit()
 		}
 	}
 	return nil
