@@ -51,8 +51,9 @@ type subscriber struct {
 	limiter  *rate.Limiter
 	window   int
 
-	ready chan *delivery
-	freed chan struct{}
+	ready    chan *delivery
+	freed    chan struct{}
+	settling chan settleReq // deliveries the app took, for the settler
 
 	mu      sync.Mutex
 	tracked map[string]*delivery   // by delivery.key
@@ -95,6 +96,7 @@ func newSubscriber(sc *Sidecar, sub Subscription) *subscriber {
 		holding:  map[string]struct{}{},
 	}
 	s.ready = make(chan *delivery, s.window)
+	s.settling = make(chan settleReq, s.window)
 	if sc.cfg.DeliveryRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(sc.cfg.DeliveryRate), burst(sc.cfg.DeliveryRate, sc.cfg.DeliveryBurst))
 	}
@@ -113,6 +115,11 @@ func (s *subscriber) Run(ctx, hard context.Context) error {
 			s.work(ctx, hard)
 		}()
 	}
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		s.settler(hard)
+	}()
 	go s.refreshStatus(ctx)
 	s.read(ctx)
 	s.mu.Lock()
@@ -122,6 +129,8 @@ func (s *subscriber) Run(ctx, hard context.Context) error {
 	}
 	s.mu.Unlock()
 	workers.Wait()
+	close(s.settling) // the workers were its only senders
+	<-settled
 	return nil
 }
 
@@ -541,18 +550,11 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 // then acked. While Redis fails it retries these two steps only, so a Redis
 // outage never makes ferry deliver a message twice; only a crash before the
 // completion does (the window DESIGN.md states).
-func (s *subscriber) settle(ctx context.Context, d *delivery, dkey string) {
-	if !d.replay {
-		if err := s.sc.dedupe.Complete(ctx, dkey); err != nil {
-			s.log.Warn("complete dedupe claim", "msg_id", d.msg.ID, "err", redactErr(err))
-			s.later(d, waitNoAttempt, false)
-			return
-		}
-		s.unhold(d.msg.ID)
-	}
-	if s.ack(ctx, d) && !d.msg.PublishedAt.IsZero() {
-		s.sc.metrics.EndToEnd.WithLabelValues(s.sub.Topic).Observe(time.Since(d.msg.PublishedAt).Seconds())
-	}
+//
+// The settler does it for many deliveries at once (settle.go); the worker
+// is free for the next message as soon as the app has answered.
+func (s *subscriber) settle(_ context.Context, d *delivery, dkey string) {
+	s.settling <- settleReq{d: d, dkey: dkey} // never blocks for long: it holds window entries and tracked ≤ window
 }
 
 // hold marks id as being delivered by this replica; false when it already is.
