@@ -246,16 +246,9 @@ func TestCommitPositions(t *testing.T) {
 
 func TestGroupCommitSharesFsync(t *testing.T) {
 	fsys := &faultFS{}
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	var once sync.Once
-	fsys.sync = func(name string) error {
-		if filepath.Ext(name) == segmentExt {
-			once.Do(func() { close(entered); <-release })
-		}
-		return nil
-	}
+	entered, release := blockFirstSync(t, fsys)
 	l := openLog(t, Options{Dir: t.TempDir(), fs: fsys})
+	t.Cleanup(release)
 
 	const n = 64
 	errs := make(chan error, n)
@@ -268,7 +261,7 @@ func TestGroupCommitSharesFsync(t *testing.T) {
 		defer l.mu.Unlock()
 		return l.reserved == n*frame3
 	})
-	close(release)
+	release()
 	for range n {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
@@ -325,6 +318,9 @@ func TestConcurrentAppendAndRelay(t *testing.T) {
 			select {
 			case <-l.Notify():
 			case <-done:
+				if e, err := l.Read(from, 1, 0); err != nil || len(e) == 0 {
+					t.Fatalf("writers done, relayed %d of %d records: %v", total, writers*each, err)
+				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("no progress")
 			}
@@ -503,17 +499,10 @@ func TestAppendErrors(t *testing.T) {
 
 func TestCloseWaitsForAppends(t *testing.T) {
 	fsys := &faultFS{}
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	var once sync.Once
-	fsys.sync = func(name string) error {
-		if filepath.Ext(name) == segmentExt {
-			once.Do(func() { close(entered); <-release })
-		}
-		return nil
-	}
+	entered, release := blockFirstSync(t, fsys)
 	dir := t.TempDir()
 	l := openLog(t, Options{Dir: dir, fs: fsys})
+	t.Cleanup(release)
 	errs := make(chan error, 2)
 	go func() { errs <- l.Append(context.Background(), []byte("r00")) }()
 	<-entered
@@ -525,7 +514,7 @@ func TestCloseWaitsForAppends(t *testing.T) {
 	})
 	closed := make(chan error)
 	go func() { closed <- l.Close() }()
-	close(release)
+	release()
 	for range 2 {
 		if err := <-errs; err != nil {
 			t.Fatalf("in-flight Append = %v", err)
@@ -653,4 +642,63 @@ func TestSegmentCreateError(t *testing.T) {
 	appendAll(t, l, "r01")
 	got, _ := readAll(t, l, Position{}, 0)
 	assertRecords(t, got, names("r", 0, 2))
+}
+
+func TestAppendHonoursContextWhileQueueing(t *testing.T) {
+	fsys := &faultFS{}
+	entered, release := blockFirstSync(t, fsys)
+	dir := t.TempDir()
+	l := openLog(t, Options{Dir: dir, fs: fsys})
+	t.Cleanup(release)
+	big := bytes.Repeat([]byte("x"), 1<<20)
+	errs := make(chan error, 4)
+	go func() { errs <- l.Append(context.Background(), []byte("in flight")) }()
+	<-entered
+	for range 3 { // fill the next batch up to maxBatchBytes
+		go func() { errs <- l.Append(context.Background(), big) }()
+	}
+	waitFor(t, "next batch filled", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.open.n == 3
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan error)
+	go func() { waiting <- l.Append(ctx, big) }()
+	waitFor(t, "append waiting for room", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.open.taken != nil
+	})
+	cancel()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append while the batch is full = %v, want context.Canceled", err)
+	}
+	release()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := l.Stats(); st.Appends != 4 {
+		t.Fatalf("Stats = %+v, want the 4 queued appends only", st)
+	}
+}
+
+// blockFirstSync makes the first fsync of a segment wait until release is
+// called; entered
+// is closed once it waits. Register release with t.Cleanup after openLog,
+// so that a failing test does not hang in Close.
+func blockFirstSync(t *testing.T, fsys *faultFS) (entered <-chan struct{}, release func()) {
+	in := make(chan struct{})
+	out := make(chan struct{})
+	var once, releaseOnce sync.Once
+	fsys.sync = func(name string) error {
+		if filepath.Ext(name) == segmentExt {
+			once.Do(func() { close(in); <-out })
+		}
+		return nil
+	}
+	release = func() { releaseOnce.Do(func() { close(out) }) }
+	return in, release
 }
