@@ -25,7 +25,13 @@
 //     wrapping the syscall error; the segment is cut back to its last durable
 //     size through a new file descriptor before anything else is written. If
 //     that repair fails the Log is failed: every later Append returns an error
-//     wrapping ErrFailed.
+//     wrapping ErrFailed, and Err reports it.
+//
+// Errors callers act on, all matched with errors.Is: ErrFull (the outbox holds
+// MaxBytes of records not yet committed; Commit frees space), syscall.ENOSPC
+// and syscall.EROFS (the disk is full or read-only; the Log repaired itself and
+// later Appends may succeed), ErrFailed (the Log cannot write any more; only a
+// new Open, normally a restart, clears it) and ErrClosed.
 //
 // # Caveats
 //

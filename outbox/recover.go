@@ -82,7 +82,10 @@ func (l *Log) recover() error {
 		changed = true
 		seqs = seqs[1:]
 	}
-	if len(seqs) > 0 && seqs[0] > cp.Segment {
+	switch {
+	case len(seqs) == 0:
+		cp.Offset = 0 // nothing left at or after it: an empty log
+	case seqs[0] > cp.Segment:
 		cp = Position{Segment: seqs[0]}
 	}
 
