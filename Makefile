@@ -43,6 +43,11 @@ bench: deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./outbox/
 	$(GO) test -run '^$$' -fuzz FuzzTruncate -fuzztime 30s ./outbox/
+	$(GO) test -run '^$$' -fuzz '^FuzzPublishHandler$$' -fuzztime 30s ./sidecar/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeStrict$$' -fuzztime 30s ./sidecar/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 30s ./sidecar/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidTopic$$' -fuzztime 30s ./sidecar/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidKey$$' -fuzztime 30s ./sidecar/
 
 demo: deps
 	$(GO) run ./demo
