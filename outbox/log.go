@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,9 @@ var (
 	// be repaired; the error also wraps the cause (e.g. syscall.EROFS). Only
 	// a new Open clears it.
 	ErrFailed = errors.New("outbox failed")
+	// ErrLocked is returned by Open when another process holds Dir: two
+	// logs appending to one directory would corrupt each other.
+	ErrLocked = errors.New("outbox directory locked by another process")
 	// ErrTooLarge is returned by Append for data longer than a frame can hold
 	// (4 GiB - 9 bytes).
 	ErrTooLarge = errors.New("record too large")
@@ -125,6 +129,7 @@ type batch struct {
 // Log is a durable append-only log. Its methods are safe for concurrent use;
 // Read and Commit are meant for one relay.
 type Log struct {
+	lock   *os.File // holds the flock on Dir/LOCK until Close
 	opts   Options
 	fs     fileSystem
 	logger *slog.Logger
@@ -178,7 +183,13 @@ func Open(opts Options) (*Log, error) {
 	if err := l.createDir(); err != nil {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open outbox: %w", err)
+	}
+	l.lock = lock
 	if err := l.recover(); err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	go l.run()
@@ -318,6 +329,7 @@ func (l *Log) Close() error {
 	default:
 	}
 	<-l.exited
+	defer l.lock.Close() // releases the flock
 	f := l.w.f
 	l.w.f = nil
 	if f == nil {
@@ -789,4 +801,21 @@ func decodeCheckpoint(b []byte) (Position, error) {
 		return Position{}, errors.New("bad checkpoint offset")
 	}
 	return p, nil
+}
+
+// lockDir takes an exclusive, non-blocking flock on dir/LOCK. The kernel
+// releases it when the process dies, so a crash never leaves it stale.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("lock dir: %w", err)
+	}
+	return f, nil
 }

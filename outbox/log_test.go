@@ -369,6 +369,8 @@ func TestReopen(t *testing.T) {
 				if err := l.Close(); err != nil {
 					t.Fatal(err)
 				}
+			} else {
+				l.lock.Close() // what the kernel does when a process dies
 			}
 
 			l2 := openLog(t, Options{Dir: dir, SegmentBytes: 3 * frame3})
