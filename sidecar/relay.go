@@ -111,6 +111,12 @@ func (r *relay) Run(ctx context.Context) error {
 				return nil
 			}
 			failures++
+			if dirty {
+				// What went through before is in Redis: persist that now, or
+				// an outage keeps it pending, counted as left at shutdown
+				// and sent again after a restart.
+				commit()
+			}
 			if !errors.Is(err, breaker.ErrOpen) {
 				r.metrics.RelayRecords.WithLabelValues("error").Add(float64(len(entries)))
 				if failures == 1 || failures%50 == 0 {
