@@ -171,7 +171,7 @@ func TestDedupeUnreachableDeliveriesWait(t *testing.T) {
 	hold := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(hold) }) }
-	p := startPairOn(t, srv, map[string]string{"FERRY_DELIVERY_CONCURRENCY": "1"}, func(r received) int {
+	p := startPairOn(t, srv, map[string]string{"FERRY_DELIVERY_CONCURRENCY": "1", "FERRY_DEDUPE_LEASE": "1s"}, func(r received) int {
 		id := r.Header.Get(hdrMessageID)
 		entered <- id
 		if id == "m-1" {
@@ -197,8 +197,13 @@ func TestDedupeUnreachableDeliveriesWait(t *testing.T) {
 		n, err := p.rdb.XPending(context.Background(), streamKey("orders"), "billing").Result()
 		return err == nil && n.Count == 3
 	})
+	read := time.Now()
 
 	srv.Stop(t)
+	// A claim taken when the messages were read may serve their first
+	// attempt while it is younger than half the lease (preclaim.go); let
+	// those age out, so that every delivery from now on needs a new check.
+	time.Sleep(time.Until(read.Add(600 * time.Millisecond)))
 	release() // the app answers 200 for m-1 while Redis is down
 	up := map[string]string{}
 	waitFor(t, 10*time.Second, "ferry_redis_up 0 on the subscriber", func() bool {
