@@ -42,7 +42,9 @@ func (s *Sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.redisHealth.Up() {
 		body.Checks["redis"] = "up"
 	}
-	if st := s.outbox.Stats(); s.cfg.OutboxMaxBytes-st.PendingBytes < 64<<10 {
+	// "full" once there is no room left for a typical event: under 1/16 of
+	// the limit, at most 64 KiB.
+	if st := s.outbox.Stats(); s.cfg.OutboxMaxBytes-st.PendingBytes < min(64<<10, s.cfg.OutboxMaxBytes/16) {
 		body.Checks["outbox"] = "full"
 	}
 	code := http.StatusOK
