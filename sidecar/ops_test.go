@@ -120,3 +120,11 @@ func TestConsumerLag(t *testing.T) {
 		return p.sub.metric("ferry_consumer_lag", map[string]string{"subscription": "orders"}) == 0
 	})
 }
+
+func TestSkipVerifyIsWarnedAbout(t *testing.T) {
+	env := baseEnv(t, "insecure", "rediss://127.0.0.1:1/0?skip_verify=true")
+	n := startNode(t, env)
+	if !strings.Contains(n.logs.String(), "skip_verify=true") {
+		t.Errorf("no warning about skip_verify in:\n%s", n.logs.String())
+	}
+}
