@@ -48,7 +48,7 @@ func defaultOptions() options {
 		Warmup:   2 * time.Second,
 		Clients:  64,
 		BodySize: 1024,
-		Window:   4096,
+		Window:   1024,
 		Timeout:  10 * time.Minute,
 	}
 }
