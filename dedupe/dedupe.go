@@ -199,6 +199,58 @@ func (s *Store) Claim(ctx context.Context, key string) (State, error) {
 	}
 }
 
+// ClaimMany is Claim for many keys in one pipelined round trip (plus one
+// SCRIPT LOAD after Redis lost its scripts). states[i] is the state of
+// keys[i]. A key holding a value this package did not write is Busy and err
+// wraps ErrUnknownValue; the other states are valid. On a Redis error every
+// state is Busy.
+func (s *Store) ClaimMany(ctx context.Context, keys ...string) (states []State, err error) {
+	states = make([]State, len(keys))
+	for i := range states {
+		states[i] = Busy
+	}
+	if s.err != nil {
+		return states, fmt.Errorf("claim dedupe keys: %w", s.err)
+	}
+	if len(keys) == 0 {
+		return states, nil
+	}
+	run := func() ([]*redis.Cmd, error) {
+		cmds := make([]*redis.Cmd, len(keys))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = claimScript.EvalSha(ctx, p, []string{k}, s.pending, s.leaseMS)
+			}
+			return nil
+		})
+		return cmds, err
+	}
+	cmds, err := run()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := claimScript.Load(ctx, s.rdb).Err(); err != nil {
+			return states, fmt.Errorf("claim %d dedupe keys: load script: %w", len(keys), err)
+		}
+		cmds, err = run()
+	}
+	if err != nil {
+		return states, fmt.Errorf("claim %d dedupe keys: %w", len(keys), err)
+	}
+	unknown := false
+	for i, c := range cmds {
+		n, err := c.Int64()
+		switch st := State(n); {
+		case err == nil && (st == Claimed || st == Done || st == Busy):
+			states[i] = st
+		default:
+			unknown = true
+		}
+	}
+	if unknown {
+		return states, fmt.Errorf("claim dedupe keys: %w", ErrUnknownValue)
+	}
+	return states, nil
+}
+
 // Complete records the messages as delivered, remembered for the TTL, whatever
 // their current state: the app answered 2xx, so even a claim that expired and
 // passed to another owner must now read as done. Many keys go in one
