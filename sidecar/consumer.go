@@ -33,6 +33,11 @@ type delivery struct {
 	lastStatus int
 	lastErr    string
 	delivered  bool // the app answered 2xx: only the dedupe completion and the ack remain
+	// preState is the dedupe state claimed at read time, valid when preAt
+	// is set; the id is then held already (preclaim.go).
+	preState   dedupe.State
+	preAt      time.Time
+	preOutages uint64 // Redis outages seen when it was claimed
 }
 
 func (d *delivery) key() string { return d.stream + " " + d.msg.StreamID }
@@ -252,10 +257,15 @@ func (s *subscriber) readNew(ctx context.Context, count int) error {
 	if err != nil {
 		return err
 	}
+	var ds []*delivery
 	for _, st := range res {
 		for _, xm := range st.Messages {
-			s.dispatch(ctx, s.newDelivery(st.Stream, xm, 1))
+			ds = append(ds, s.newDelivery(st.Stream, xm, 1))
 		}
+	}
+	s.preclaim(ctx, ds)
+	for _, d := range ds {
+		s.dispatch(ctx, d)
 	}
 	return nil
 }
@@ -369,6 +379,9 @@ func (s *subscriber) isTracked(stream, id string) bool {
 func (s *subscriber) dispatch(ctx context.Context, d *delivery) {
 	s.mu.Lock()
 	if _, dup := s.tracked[d.key()]; dup {
+		if !d.preAt.IsZero() {
+			delete(s.holding, d.msg.ID) // preclaim held it for this copy
+		}
 		s.mu.Unlock()
 		return
 	}
@@ -465,7 +478,9 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 		return
 	}
 	if !d.replay {
-		if !s.hold(d.msg.ID) {
+		pre, preAt := d.preState, d.preAt
+		d.preAt = time.Time{} // a claim made at read time serves the first attempt only
+		if preAt.IsZero() && !s.hold(d.msg.ID) {
 			s.later(d, waitNoAttempt, false) // another copy of this id is on its way here
 			return
 		}
@@ -474,7 +489,10 @@ func (s *subscriber) deliver(ctx context.Context, d *delivery) {
 				s.unhold(d.msg.ID)
 			}
 		}()
-		st, err := s.sc.dedupe.Claim(ctx, dkey)
+		st, err := pre, error(nil)
+		if !s.preclaimValid(d, preAt) {
+			st, err = s.sc.dedupe.Claim(ctx, dkey)
+		}
 		switch {
 		case err != nil:
 			s.later(d, waitNoAttempt, false) // never deliver without the check

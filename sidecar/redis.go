@@ -56,9 +56,12 @@ func newRedis(cfg Config) (redis.UniversalClient, error) {
 // redisHealth follows ferry_redis_up from the outcome of every command and
 // logs each transition once.
 type redisHealth struct {
-	up  atomic.Bool
-	m   *Metrics
-	log *slog.Logger
+	up atomic.Bool
+	// outages counts up-to-down transitions: state taken in Redis before
+	// one may be gone after it (a restart without persistence).
+	outages atomic.Uint64
+	m       *Metrics
+	log     *slog.Logger
 }
 
 func newRedisHealth(m *Metrics, log *slog.Logger) *redisHealth {
@@ -69,6 +72,9 @@ func newRedisHealth(m *Metrics, log *slog.Logger) *redisHealth {
 
 // Up reports whether the last Redis command succeeded.
 func (h *redisHealth) Up() bool { return h.up.Load() }
+
+// Outages is the number of times Redis went from up to down.
+func (h *redisHealth) Outages() uint64 { return h.outages.Load() }
 
 func (h *redisHealth) observe(err error) {
 	switch {
@@ -81,6 +87,7 @@ func (h *redisHealth) observe(err error) {
 			break // Redis answered, with an error about the command
 		}
 		if h.up.Swap(false) {
+			h.outages.Add(1)
 			h.log.Warn("redis down", "err", redactErr(err))
 		}
 		h.m.RedisUp.Set(0)
