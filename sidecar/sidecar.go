@@ -356,6 +356,10 @@ func (s *Sidecar) logStart() {
 		s.log.Warn("FERRY_ADMIN_ADDR is not loopback and FERRY_API_TOKEN is empty: anyone who reaches this port can read status and dead letters, replay and redrive; set FERRY_API_TOKEN or a NetworkPolicy",
 			"admin_addr", s.AdminAddr())
 	}
+	if c.DedupeLease <= c.DeliveryTimeout {
+		s.log.Warn("FERRY_DEDUPE_LEASE is not above FERRY_DELIVERY_TIMEOUT: a slow delivery can outlive its claim and another replica may deliver the same message at the same time",
+			"dedupe_lease", c.DedupeLease.String(), "delivery_timeout", c.DeliveryTimeout.String())
+	}
 	if u, err := url.Parse(c.RedisURL); err == nil && u.Query().Get("skip_verify") == "true" {
 		s.log.Warn("FERRY_REDIS_URL has skip_verify=true: the Redis server certificate is not verified; remove it and use FERRY_REDIS_CA_FILE")
 	}
