@@ -70,6 +70,12 @@ func baseEnv(t *testing.T, appID, redisURL string) map[string]string {
 
 func startNode(t *testing.T, env map[string]string) *node {
 	t.Helper()
+	return startNodeWith(t, env, nil)
+}
+
+// startNodeWith is startNode with a chance to adjust the sidecar before it runs.
+func startNodeWith(t *testing.T, env map[string]string, prepare func(*Sidecar)) *node {
+	t.Helper()
 	cfg, err := LoadConfig(env)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -81,6 +87,9 @@ func startNode(t *testing.T, env map[string]string) *node {
 		t.Fatalf("new sidecar: %v", err)
 	}
 	sc.refreshEvery = 100 * time.Millisecond
+	if prepare != nil {
+		prepare(sc)
+	}
 	if err := sc.Listen(); err != nil {
 		t.Fatalf("listen: %v", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -14,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-sidecar/ferry/internal/redistest"
 	"github.com/ferry-sidecar/ferry/outbox"
@@ -66,37 +63,6 @@ func checkUnavailable(t *testing.T, a answer, kind string) problem {
 		t.Errorf("problem %+v, want type %s%s with title and detail", p, problemTypeBase, kind)
 	}
 	return p
-}
-
-// startNodeWith is startNode with a chance to adjust the sidecar before it runs.
-func startNodeWith(t *testing.T, env map[string]string, prepare func(*Sidecar)) *node {
-	t.Helper()
-	cfg, err := LoadConfig(env)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	logs := &syncBuffer{}
-	reg := prometheus.NewRegistry()
-	sc, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), reg, reg)
-	if err != nil {
-		t.Fatalf("new sidecar: %v", err)
-	}
-	prepare(sc)
-	if err := sc.Listen(); err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{t: t, sc: sc, cancel: cancel, done: make(chan error, 1), reg: reg, logs: logs,
-		pub: "http://" + sc.PublishAddr(), admin: "http://" + sc.AdminAddr()}
-	go func() { n.done <- sc.Run(ctx) }()
-	t.Cleanup(func() {
-		n.stop()
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", cfg.AppID, logs.String())
-		}
-	})
-	waitFor(t, 5*time.Second, "ready", func() bool { return n.sc.ready.Load() })
-	return n
 }
 
 // TestRedisOutageKeepsPublishingAndDrainsInOrder: with Redis gone, publish
