@@ -93,21 +93,30 @@ func (s *Server) start(t testing.TB) {
 }
 
 func (s *Server) waitReady(done <-chan struct{}) error {
+	return waitPing(done, func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+	})
+}
+
+// waitPing dials until the server answers PING (or NOAUTH, which a
+// password-protected server answers: it is up all the same), for at most 10 s.
+func waitPing(done <-chan struct{}, dial func(ctx context.Context) (net.Conn, error)) error {
 	deadline := time.Now().Add(10 * time.Second)
-	for attempt := 0; time.Now().Before(deadline); attempt++ {
+	for time.Now().Before(deadline) {
 		select {
 		case <-done:
 			return fmt.Errorf("exited before answering PING")
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := dial(ctx)
+		cancel()
 		if err == nil {
 			_ = conn.SetDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write([]byte("PING\r\n"))
 			buf := make([]byte, 64)
 			n, _ := conn.Read(buf)
 			conn.Close()
-			// A password-protected server answers NOAUTH: it is up all the same.
 			if n > 0 {
 				return nil
 			}

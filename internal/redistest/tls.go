@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -187,34 +186,8 @@ func StartTLSServer(t testing.TB, f *TLSFiles, args ...string) *Server {
 }
 
 func waitTLSReady(addr string, cfg *tls.Config, done <-chan struct{}) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("exited before answering PING")
-		default:
-		}
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 200 * time.Millisecond}, Config: cfg}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		cancel()
-		if err == nil {
-			_ = conn.SetDeadline(time.Now().Add(time.Second))
-			_, _ = conn.Write([]byte("PING\r\n"))
-			buf := make([]byte, 64)
-			n, _ := conn.Read(buf)
-			conn.Close()
-			if n > 0 { // PONG, or NOAUTH from a password-protected server
-				return nil
-			}
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("exited before answering PING")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("no answer to PING over TLS within 10s")
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 200 * time.Millisecond}, Config: cfg}
+	return waitPing(done, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
 }
 
 // TLSURL returns the rediss:// URL of a server started by StartTLSServer,
