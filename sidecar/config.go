@@ -84,8 +84,23 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 var topicPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// ValidTopic reports whether name is a valid topic name.
-func ValidTopic(name string) bool { return topicPattern.MatchString(name) }
+// ValidTopic reports whether name is a valid topic name: it matches
+// topicPattern. A loop rather than the regexp, which cost 1.6 % of the
+// publishing sidecar's CPU: it runs twice on every publish.
+func ValidTopic(name string) bool {
+	if len(name) == 0 || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidKey reports whether v is a valid Idempotency-Key or Ordering-Key:
 // 1 to 255 visible ASCII characters.
