@@ -137,6 +137,7 @@ func (s *subscriber) updateStatus(ctx context.Context) {
 	}
 	s.loadReplayMark(ctx)
 	blocked, err := s.sc.trimTopic(ctx, s.sub.Topic, s.group)
+	s.sc.trimRounds.Add(1)
 	if err != nil {
 		s.log.Debug("trim stream", "err", redactErr(err))
 		return

@@ -217,3 +217,39 @@ func TestRetentionProtectsUndelivered(t *testing.T) {
 	})
 	_ = sub2
 }
+
+// A group that lags past retention is reported by a metric and a log line.
+func TestRetentionLagIsReported(t *testing.T) {
+	gate := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	// Small stream nodes, so that approximate trimming does trim.
+	srv := redistest.StartServer(t, "--stream-node-max-entries", "4")
+	p := startPairOn(t, srv, map[string]string{"FERRY_STREAM_MAX_LEN": "10", "FERRY_DELIVERY_CONCURRENCY": "1"}, func(received) int {
+		<-gate
+		return 200
+	})
+	t.Cleanup(open) // before the app's Close, which waits for its handlers
+	blocked := map[string]string{"subscription": "orders"}
+	for i := range 30 {
+		mustPublish(t, p.pub, "orders", strconv.Itoa(i), nil)
+	}
+	waitFor(t, 10*time.Second, "ferry_retention_blocked 1", func() bool { return p.sub.metric("ferry_retention_blocked", blocked) == 1 })
+	if !strings.Contains(p.sub.logs.String(), "lags past stream retention") {
+		t.Errorf("no log line for the lagging group")
+	}
+	// The group has read all 30 (they are pending, being delivered one at a
+	// time): none may be trimmed, though MAX_LEN is 10.
+	rounds := p.sub.sc.trimRounds.Load()
+	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return p.sub.sc.trimRounds.Load() >= rounds+3 })
+	if n := p.rdb.XLen(t.Context(), streamKey("orders")).Val(); n != 30 {
+		t.Errorf("stream length %d while the group lags, want 30", n)
+	}
+	open()
+	waitFor(t, 20*time.Second, "delivered", func() bool { return len(p.app.all()) == 30 })
+	waitFor(t, 10*time.Second, "ferry_retention_blocked 0", func() bool { return p.sub.metric("ferry_retention_blocked", blocked) == 0 })
+	waitFor(t, 10*time.Second, "trimmed to about MAX_LEN", func() bool {
+		n := p.rdb.XLen(t.Context(), streamKey("orders")).Val()
+		return n >= 10 && n < 16
+	})
+}

@@ -10,13 +10,27 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// spanLimit bounds how many entries trimTopic counts between a group's
+// oldest pending entry and its last delivered one in one round.
+const spanLimit = 10000
+
+// countRange counts the entries of KEYS[1] from ARGV[1] to ARGV[2], at
+// most ARGV[3], inside Redis: only the number crosses the network.
+var countRange = redis.NewScript(`return #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])`)
+
 // trimTopic applies FERRY_STREAM_MAX_LEN and FERRY_STREAM_MAX_AGE to one
 // topic stream without removing what a known consumer group still needs:
+// each group's oldest pending entry and everything after it (its pending
+// entries being retried, and those not delivered yet).
 //
-//   - max-len keeps max(MAX_LEN, each group's lag) newest entries, so no
-//     entry a group has not been delivered yet is trimmed;
-//   - max-age trims by MINID, held back to each group's oldest pending
-//     entry and first undelivered entry.
+//   - max-len: when every group's needed entries lie within the newest
+//     MAX_LEN, trim to MAX_LEN (approximately); otherwise trim only what
+//     lies before the oldest needed entry (MINID);
+//   - max-age: trim by MINID, held back to the oldest needed entry.
+//
+// A round that cannot tell (the group's lag is unknown, or more than
+// spanLimit entries lie between its oldest pending and its last delivered
+// entry) skips the max-len trim: never trimming too much wins.
 //
 // It reports whether ownGroup is what holds trimming back (it lags past retention).
 func (s *Sidecar) trimTopic(ctx context.Context, topic, ownGroup string) (ownBlocked bool, err error) {
@@ -33,34 +47,47 @@ func (s *Sidecar) trimTopic(ctx context.Context, topic, ownGroup string) (ownBlo
 		return false, err
 	}
 	maxLen := s.cfg.StreamMaxLen
-	keep, lagUnknown := maxLen, false
-	protect, ownNeed := "", "" // the smallest id some group (our group) still needs
+	protect, ownNeed := "", ""          // the oldest id some group (our group) still needs
+	needed, decidable := int64(0), true // entries from protect to the end
 	for _, g := range groups {
-		need := ""
+		need, count := "", g.Lag
+		if g.Lag != 0 { // undelivered entries, or unknown (-1: entries were deleted)
+			need = nextID(g.LastDeliveredID)
+		}
 		if g.Pending > 0 {
 			p, err := s.rdb.XPending(ctx, key, g.Name).Result()
 			if err != nil {
 				return false, err
 			}
 			need = p.Lower
-		}
-		if g.Lag != 0 { // undelivered entries, or unknown (-1: entries were deleted)
-			need = minID(need, nextID(g.LastDeliveredID))
+			span, err := countRange.Run(ctx, s.rdb, []string{key}, p.Lower, g.LastDeliveredID, spanLimit+1).Int64()
+			if err != nil {
+				return false, err
+			}
+			if span > spanLimit {
+				decidable = false
+			}
+			count += span
 		}
 		if g.Lag < 0 {
-			lagUnknown = true
+			decidable = false
 		}
-		keep = max(keep, g.Lag)
+		needed = max(needed, count)
 		protect = minID(protect, need)
 		if g.Name == ownGroup {
 			ownNeed = need
-			ownBlocked = g.Lag > maxLen
+			ownBlocked = count > maxLen
 		}
 	}
-	if length > keep && !lagUnknown {
-		if err := s.rdb.XTrimMaxLenApprox(ctx, key, keep, 0).Err(); err != nil {
-			return ownBlocked, err
-		}
+	switch {
+	case length <= maxLen:
+	case protect == "" || (decidable && needed <= maxLen):
+		err = s.rdb.XTrimMaxLenApprox(ctx, key, maxLen, 0).Err()
+	case decidable: // more than MAX_LEN still needed: keep all of it
+		err = s.rdb.XTrimMinIDApprox(ctx, key, protect, 0).Err()
+	}
+	if err != nil {
+		return ownBlocked, err
 	}
 	if s.cfg.StreamMaxAge > 0 {
 		cutoff := strconv.FormatInt(time.Now().Add(-s.cfg.StreamMaxAge).UnixMilli(), 10) + "-0"

@@ -58,7 +58,7 @@ type Sidecar struct {
 	ready          atomic.Bool
 	now            func() time.Time
 	refreshEvery   time.Duration // lag, status and retention refresh (5s; tests shorten it)
-	trimRounds     atomic.Int64  // retention rounds done, for tests
+	trimRounds     atomic.Int64  // stream trim rounds done (all topics), for tests
 
 	publishLn, adminLn net.Listener
 }
