@@ -34,6 +34,10 @@ func securityDocACL(t *testing.T, password string) []any {
 	if line == "" {
 		t.Fatalf("no ACL SETUSER ferry line in docs/security.md")
 	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil || !strings.Contains(string(readme), "\n"+line+"\n") {
+		t.Errorf("README.md does not show the ACL line of docs/security.md (%v):\n%s", err, line)
+	}
 	var args []any
 	for _, f := range strings.Fields(line) {
 		if f == ">CHANGE-ME" {
