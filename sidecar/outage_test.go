@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -265,4 +266,34 @@ func TestEvictingMaxmemoryPolicyIsLogged(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A failed outbox (a disk error it could not repair) makes ferry exit
+// loudly, so that a restart reopens and repairs it.
+func TestFailedOutboxExits(t *testing.T) {
+	srv := redistest.StartServer(t)
+	var fail atomic.Bool
+	cause := fmt.Errorf("%w: write segment: %w", outbox.ErrFailed, syscall.EIO)
+	n := startNodeWith(t, baseEnv(t, "orders-svc", srv.URL()), func(sc *Sidecar) {
+		sc.outboxErr = func() error {
+			if fail.Load() {
+				return cause
+			}
+			return nil
+		}
+	})
+	mustPublish(t, n, "orders", "before", nil)
+	fail.Store(true)
+	select {
+	case err := <-n.done:
+		n.stopped = true
+		if !errors.Is(err, outbox.ErrFailed) {
+			t.Errorf("Run returned %v, want the outbox failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ferry kept running with a failed outbox")
+	}
+	if !strings.Contains(n.logs.String(), "outbox failed: exiting") {
+		t.Errorf("no log line for the failed outbox")
+	}
 }

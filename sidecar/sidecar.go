@@ -40,6 +40,7 @@ type Sidecar struct {
 	gatherer     prometheus.Gatherer
 	outbox       *outbox.Log
 	appendRecord func(ctx context.Context, data []byte) error // outbox.Append; tests wrap it to inject disk errors
+	outboxErr    func() error                                 // outbox.Err; tests replace it
 	rdb          redis.UniversalClient
 	redisHealth  *redisHealth
 	dedupe       *dedupe.Store
@@ -118,6 +119,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 	}
 	s.outbox = ob
 	s.appendRecord = ob.Append
+	s.outboxErr = ob.Err
 	s.relay = newRelay(log.With("component", "relay"), ob, rdb, s.metrics, &s.published)
 	for _, sub := range cfg.Subs() {
 		s.subs = append(s.subs, newSubscriber(s, sub))
@@ -210,7 +212,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	go func() { subsWG.Wait(); close(subsDone) }()
 	go s.checkRedis(work)
-	go s.gaugeLoop(work)
+	outboxFailed := make(chan error, 1)
+	go s.gaugeLoop(work, outboxFailed)
 	go s.retentionLoop(work)
 
 	var runErr error
@@ -218,6 +221,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		runErr = fmt.Errorf("serve: %w", err)
+	case err := <-outboxFailed:
+		// Every publish answers 503 now; a restart reopens and repairs the
+		// outbox, so exit loudly (after draining what is there) and let the
+		// orchestrator restart ferry.
+		s.log.Error("outbox failed: exiting so that it is reopened", "err", err)
+		runErr = err
 	}
 
 	// Shutdown, within FERRY_SHUTDOWN_TIMEOUT.
@@ -270,8 +279,9 @@ func (s *Sidecar) drain(ctx context.Context) int64 {
 	}
 }
 
-// gaugeLoop refreshes the outbox gauges every second.
-func (s *Sidecar) gaugeLoop(ctx context.Context) {
+// gaugeLoop refreshes the outbox gauges every second, and reports once on
+// failed when the outbox can no longer write (outbox.ErrFailed).
+func (s *Sidecar) gaugeLoop(ctx context.Context, failed chan<- error) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -280,6 +290,10 @@ func (s *Sidecar) gaugeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.updateOutboxGauges()
+			if err := s.outboxErr(); err != nil {
+				failed <- err
+				return
+			}
 		}
 	}
 }
