@@ -26,10 +26,12 @@ type Server struct {
 	// Dir is the server's working directory (its RDB/AOF files live here).
 	Dir string
 
-	args []string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	args       []string
+	listenArgs []string                                    // nil: --port on Addr
+	dial       func(ctx context.Context) (net.Conn, error) // the readiness probe's dial; nil: plain TCP
+	mu         sync.Mutex
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // Start runs a redis-server and returns a client for it; both are closed when
@@ -66,8 +68,11 @@ func FreePort(t testing.TB) int {
 func (s *Server) start(t testing.TB) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
-		"--port", port,
+	listen := s.listenArgs
+	if listen == nil {
+		listen = []string{"--port", port}
+	}
+	args := append(append(listen,
 		"--bind", "127.0.0.1",
 		"--dir", s.Dir,
 		"--save", "",
@@ -75,7 +80,7 @@ func (s *Server) start(t testing.TB) {
 		"--protected-mode", "no",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
-	}, s.args...)
+	), s.args...)
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
@@ -93,9 +98,13 @@ func (s *Server) start(t testing.TB) {
 }
 
 func (s *Server) waitReady(done <-chan struct{}) error {
-	return waitPing(done, func(ctx context.Context) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
-	})
+	dial := s.dial
+	if dial == nil {
+		dial = func(ctx context.Context) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", s.Addr)
+		}
+	}
+	return waitPing(done, dial)
 }
 
 // waitPing dials until the server answers PING (or NOAUTH, which a

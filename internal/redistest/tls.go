@@ -142,52 +142,29 @@ func (f *TLSFiles) ClientConfig(t testing.TB, serverName string) *tls.Config {
 // StartTLSServer runs a redis-server that listens only on a TLS port
 // (plain port 0) with the server certificate of f, and waits until it
 // answers. Client certificates are optional unless args say
-// "--tls-auth-clients", "yes". Restart is not supported for it.
+// "--tls-auth-clients", "yes".
 func StartTLSServer(t testing.TB, f *TLSFiles, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH (apt-get install -y redis-server): %v", err)
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir()}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
 	_, port, _ := net.SplitHostPort(s.Addr)
-	full := append([]string{
+	s.listenArgs = []string{
 		"--port", "0",
 		"--tls-port", port,
 		"--tls-cert-file", f.ServerCertFile,
 		"--tls-key-file", f.ServerKeyFile,
 		"--tls-ca-cert-file", f.CAFile,
 		"--tls-auth-clients", "optional",
-		"--bind", "127.0.0.1",
-		"--dir", s.Dir,
-		"--save", "",
-		"--appendonly", "no",
-		"--protected-mode", "no",
-		"--daemonize", "no",
-		"--logfile", filepath.Join(s.Dir, "redis.log"),
-	}, args...)
-	cmd := exec.Command("redis-server", full...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	s.mu.Lock()
-	s.cmd, s.done = cmd, done
-	s.mu.Unlock()
-	t.Cleanup(func() { s.Stop(t) })
 	probe := f.ClientConfig(t, "")
 	probe.InsecureSkipVerify = true // a readiness probe only: the names are the tests' business
-	if err := waitTLSReady(s.Addr, probe, done); err != nil {
-		log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
-		s.Stop(t)
-		t.Fatalf("redis-server (TLS) on %s: %v\n%s", s.Addr, err, log)
-	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 200 * time.Millisecond}, Config: probe}
+	s.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", s.Addr) }
+	s.start(t)
+	t.Cleanup(func() { s.Stop(t) })
 	return s
-}
-
-func waitTLSReady(addr string, cfg *tls.Config, done <-chan struct{}) error {
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 200 * time.Millisecond}, Config: cfg}
-	return waitPing(done, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) })
 }
 
 // TLSURL returns the rediss:// URL of a server started by StartTLSServer,
