@@ -103,7 +103,7 @@ func (s *Sidecar) Status() Status {
 	out := Status{
 		AppID:         s.cfg.AppID,
 		Redis:         RedisStatus{Up: s.redisHealth.Up()},
-		Outbox:        OutboxStatus{PendingRecords: st.PendingRecords, Bytes: st.PendingBytes, OldestAgeSeconds: s.oldestAge(st.Oldest)},
+		Outbox:        OutboxStatus{PendingRecords: st.PendingRecords, Bytes: st.PendingBytes, OldestAgeSeconds: oldestAge(st)},
 		Subscriptions: []SubscriptionStatus{},
 	}
 	for _, sub := range s.subs {

@@ -2,9 +2,13 @@ package sidecar
 
 import (
 	"runtime"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/ferry-sidecar/ferry/outbox"
 )
 
 // Version is ferry's version, set at build time with
@@ -19,11 +23,11 @@ var latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 
 type Metrics struct {
 	PublishRequests   *prometheus.CounterVec
 	PublishDuration   prometheus.Histogram
-	OutboxPending     prometheus.Gauge
-	OutboxBytes       prometheus.Gauge
-	OutboxOldestAge   prometheus.Gauge
-	OutboxCorruptions prometheus.Counter
-	OutboxSyncs       prometheus.Counter
+	OutboxPending     prometheus.GaugeFunc // these five read the outbox's own Stats at scrape time
+	OutboxBytes       prometheus.GaugeFunc
+	OutboxOldestAge   prometheus.GaugeFunc
+	OutboxCorruptions prometheus.CounterFunc
+	OutboxSyncs       prometheus.CounterFunc
 	RelayRecords      *prometheus.CounterVec
 	RedisUp           prometheus.Gauge
 	DeliveryAttempts  *prometheus.CounterVec
@@ -36,6 +40,30 @@ type Metrics struct {
 	ConsumerLag       *prometheus.GaugeVec
 	RetentionLagging  *prometheus.GaugeVec
 	BuildInfo         *prometheus.GaugeVec
+
+	outbox atomic.Pointer[outbox.Log] // nil until observeOutbox: the outbox families read 0
+}
+
+// observeOutbox makes the outbox families report l's Stats.
+func (m *Metrics) observeOutbox(l *outbox.Log) { m.outbox.Store(l) }
+
+// outboxStat reads one figure of the observed outbox (0 before there is one).
+func (m *Metrics) outboxStat(f func(outbox.Stats) float64) func() float64 {
+	return func() float64 {
+		l := m.outbox.Load()
+		if l == nil {
+			return 0
+		}
+		return f(l.Stats())
+	}
+}
+
+// oldestAge is how long the oldest pending record has waited; 0 when none.
+func oldestAge(st outbox.Stats) float64 {
+	if st.Oldest.IsZero() {
+		return 0
+	}
+	return max(0, time.Since(st.Oldest).Seconds())
 }
 
 // NewMetrics registers ferry's metrics on reg and initialises every label
@@ -43,21 +71,27 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, subscriptions []string) *Metrics {
 	f := promauto.With(reg)
 	sub := []string{"subscription"}
-	m := &Metrics{
+	m := &Metrics{}
+	*m = Metrics{
 		PublishRequests: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_publish_requests_total",
 			Help: "Publish API requests by topic and HTTP status code."}, []string{"topic", "code"}),
 		PublishDuration: f.NewHistogram(prometheus.HistogramOpts{Name: "ferry_publish_duration_seconds",
 			Help: "Publish API time from request to answer, including the outbox fsync.", Buckets: latencyBuckets}),
-		OutboxPending: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_pending_records",
-			Help: "Records in the outbox not yet relayed to Redis."}),
-		OutboxBytes: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_bytes",
-			Help: "Framed bytes in the outbox not yet relayed to Redis (compare with FERRY_OUTBOX_MAX_BYTES)."}),
-		OutboxOldestAge: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_oldest_age_seconds",
-			Help: "Age of the oldest outbox record not yet relayed; 0 when empty."}),
-		OutboxCorruptions: f.NewCounter(prometheus.CounterOpts{Name: "ferry_outbox_corruptions_total",
-			Help: "Outbox segments found corrupt at start and moved aside (renamed *.corrupt)."}),
-		OutboxSyncs: f.NewCounter(prometheus.CounterOpts{Name: "ferry_outbox_syncs_total",
-			Help: "Outbox fsyncs for appends (group commits); accepted publishes / this = events per fsync. Refreshed every second."}),
+		OutboxPending: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_outbox_pending_records",
+			Help: "Records in the outbox not yet relayed to Redis."},
+			m.outboxStat(func(st outbox.Stats) float64 { return float64(st.PendingRecords) })),
+		OutboxBytes: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_outbox_bytes",
+			Help: "Framed bytes in the outbox not yet relayed to Redis (compare with FERRY_OUTBOX_MAX_BYTES)."},
+			m.outboxStat(func(st outbox.Stats) float64 { return float64(st.PendingBytes) })),
+		OutboxOldestAge: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_outbox_oldest_age_seconds",
+			Help: "Age of the oldest outbox record not yet relayed; 0 when empty."},
+			m.outboxStat(oldestAge)),
+		OutboxCorruptions: f.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_outbox_corruptions_total",
+			Help: "Outbox segments found corrupt at start and moved aside (renamed *.corrupt)."},
+			m.outboxStat(func(st outbox.Stats) float64 { return float64(st.Corruptions) })),
+		OutboxSyncs: f.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_outbox_syncs_total",
+			Help: "Outbox fsyncs for appends (group commits); accepted publishes / this = events per fsync."},
+			m.outboxStat(func(st outbox.Stats) float64 { return float64(st.Syncs) })),
 		RelayRecords: f.NewCounterVec(prometheus.CounterOpts{Name: "ferry_relay_records_total",
 			Help: "Outbox records sent to Redis by the relay, by result (ok, error)."}, []string{"result"}),
 		RedisUp: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_redis_up",

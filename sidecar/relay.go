@@ -148,6 +148,7 @@ func (r *relay) send(ctx context.Context, entries []outbox.Entry) error {
 		return err
 	}
 	pipe := r.rdb.Pipeline()
+	prevTopic := ""
 	for _, e := range entries {
 		ev, err := decodeEvent(e.Data)
 		if err != nil {
@@ -157,7 +158,10 @@ func (r *relay) send(ctx context.Context, entries []outbox.Entry) error {
 			continue
 		}
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: streamKey(ev.Topic), Values: streamValues(&ev, e.Time)})
-		r.published.add(ev.Topic)
+		if ev.Topic != prevTopic { // a batch is mostly one topic: one lock, not one per record
+			r.published.add(ev.Topic)
+			prevTopic = ev.Topic
+		}
 	}
 	_, err = pipe.Exec(ctx)
 	done(err == nil)

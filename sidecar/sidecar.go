@@ -54,7 +54,6 @@ type Sidecar struct {
 
 	published      publishedTopics
 	publishLimiter *rate.Limiter
-	gaugeMu        sync.Mutex // serialises updateOutboxGauges: its counters add deltas
 	shuttingDown   atomic.Bool
 	ready          atomic.Bool
 	now            func() time.Time
@@ -124,7 +123,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 	for _, sub := range cfg.Subs() {
 		s.subs = append(s.subs, newSubscriber(s, sub))
 	}
-	s.updateOutboxGauges()
+	s.metrics.observeOutbox(ob)
 	return s, nil
 }
 
@@ -213,7 +212,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { subsWG.Wait(); close(subsDone) }()
 	go s.checkRedis(work)
 	outboxFailed := make(chan error, 1)
-	go s.gaugeLoop(work, outboxFailed)
+	go s.watchOutbox(work, outboxFailed)
 	go s.retentionLoop(work)
 
 	var runErr error
@@ -252,7 +251,6 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.log.Error("close outbox", "err", err)
 	}
 	s.rdb.Close()
-	s.updateOutboxGauges()
 	if remaining > 0 {
 		s.log.Error("shutdown with records left in the outbox", "records", remaining)
 		return errors.Join(runErr, &UndrainedError{Records: remaining})
@@ -279,9 +277,9 @@ func (s *Sidecar) drain(ctx context.Context) int64 {
 	}
 }
 
-// gaugeLoop refreshes the outbox gauges every second, and reports once on
-// failed when the outbox can no longer write (outbox.ErrFailed).
-func (s *Sidecar) gaugeLoop(ctx context.Context, failed chan<- error) {
+// watchOutbox reports once on failed when the outbox can no longer write
+// (outbox.ErrFailed); it checks every second.
+func (s *Sidecar) watchOutbox(ctx context.Context, failed chan<- error) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -289,35 +287,12 @@ func (s *Sidecar) gaugeLoop(ctx context.Context, failed chan<- error) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.updateOutboxGauges()
 			if err := s.outboxErr(); err != nil {
 				failed <- err
 				return
 			}
 		}
 	}
-}
-
-func (s *Sidecar) updateOutboxGauges() {
-	s.gaugeMu.Lock()
-	defer s.gaugeMu.Unlock()
-	st := s.outbox.Stats()
-	s.metrics.OutboxPending.Set(float64(st.PendingRecords))
-	s.metrics.OutboxBytes.Set(float64(st.PendingBytes))
-	s.metrics.OutboxOldestAge.Set(s.oldestAge(st.Oldest))
-	if d := float64(st.Corruptions) - counterValue(s.metrics.OutboxCorruptions); d > 0 {
-		s.metrics.OutboxCorruptions.Add(d)
-	}
-	if d := float64(st.Syncs) - counterValue(s.metrics.OutboxSyncs); d > 0 {
-		s.metrics.OutboxSyncs.Add(d)
-	}
-}
-
-func (s *Sidecar) oldestAge(oldest time.Time) float64 {
-	if oldest.IsZero() {
-		return 0
-	}
-	return max(0, s.now().Sub(oldest).Seconds())
 }
 
 // checkRedis pings Redis until it answers once, then checks its
