@@ -29,6 +29,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/ferry-sidecar/ferry/config"
+	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/sidecar"
 )
 
@@ -104,7 +106,7 @@ var descRE = regexp.MustCompile(`^Desc\{fqName: "([^"]+)".*variableLabels: \{([^
 func exportedFamilies(t *testing.T) map[string]family {
 	t.Helper()
 	r := &recorder{reg: prometheus.NewRegistry()}
-	sidecar.NewMetrics(r, []string{"orders"})
+	metrics.New(r, sidecar.Version, []string{"orders"})
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	fams := map[string]family{}
@@ -726,15 +728,15 @@ func TestManifestsWellFormed(t *testing.T) {
 func configVars(t *testing.T) map[string]bool {
 	t.Helper()
 	vars := map[string]bool{}
-	typ := reflect.TypeFor[sidecar.Config]()
+	typ := reflect.TypeFor[config.Config]()
 	for f := range typ.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if name != "" && name != "-" {
-			vars[sidecar.EnvPrefix+name] = true
+			vars[config.Prefix+name] = true
 		}
 	}
 	if len(vars) < 10 {
-		t.Fatalf("found only %d FERRY_ variables in sidecar.Config", len(vars))
+		t.Fatalf("found only %d FERRY_ variables in config.Config", len(vars))
 	}
 	return vars
 }
@@ -762,7 +764,7 @@ func TestEnvVarsExist(t *testing.T) {
 		}
 		for _, v := range ferryVarRE.FindAllString(string(b), -1) {
 			if !vars[v] {
-				t.Errorf("%s: %s is not a variable ferry reads (sidecar.Config)", f, v)
+				t.Errorf("%s: %s is not a variable ferry reads (config.Config)", f, v)
 			}
 		}
 	}

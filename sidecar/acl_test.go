@@ -143,8 +143,8 @@ func TestACLFromTheSecurityDoc(t *testing.T) {
 		n, _ := root.XLen(ctx, streamKey("audit")).Result()
 		return n == 3
 	})
-	rounds := auditor.sc.trimRounds.Load()
-	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return auditor.sc.trimRounds.Load() >= rounds+3 })
+	rounds := auditor.sc.trimmer.Rounds()
+	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return auditor.sc.trimmer.Rounds() >= rounds+3 })
 
 	for _, n := range []*node{pub, sub, auditor} {
 		if err := n.stop(); err != nil {

@@ -174,8 +174,12 @@ func TestOpenListenAddrWithoutTokenWarns(t *testing.T) {
 				t.Fatalf("warnings %q, want %d containing %q", warns, len(tc.want), tc.want)
 			}
 			for i, w := range tc.want {
-				if !strings.Contains(warns[i], w) || !strings.Contains(warns[i], "FERRY_API_TOKEN") {
-					t.Errorf("warning %q, want it to name %q and FERRY_API_TOKEN", warns[i], w)
+				token := "FERRY_API_TOKEN"
+				if w == adminWarn {
+					token = "FERRY_ADMIN_TOKEN"
+				}
+				if !strings.Contains(warns[i], w) || !strings.Contains(warns[i], token) {
+					t.Errorf("warning %q, want it to name %q and %s", warns[i], w, token)
 				}
 			}
 		})

@@ -120,7 +120,7 @@ func TestExhaustedAfterMaxAttempts(t *testing.T) {
 	if n := len(p.app.all()); n != 3 {
 		t.Errorf("delivered %d times, want 3", n)
 	}
-	dls, err := p.sub.sc.subs[0].deadLetters(t.Context(), 10)
+	dls, err := p.sub.sc.subs[0].DeadLetters(t.Context(), 10)
 	if err != nil || len(dls) != 1 || dls[0].Attempts != 3 || dls[0].Status != 500 || dls[0].Reason != "exhausted" {
 		t.Errorf("dead letters %+v %v", dls, err)
 	}

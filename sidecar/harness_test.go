@@ -86,7 +86,7 @@ func startNodeWith(t *testing.T, env map[string]string, prepare func(*Sidecar)) 
 	if err != nil {
 		t.Fatalf("new sidecar: %v", err)
 	}
-	sc.refreshEvery = 100 * time.Millisecond
+	sc.setRefreshEvery(100 * time.Millisecond)
 	if prepare != nil {
 		prepare(sc)
 	}
@@ -103,7 +103,7 @@ func startNodeWith(t *testing.T, env map[string]string, prepare func(*Sidecar)) 
 			t.Logf("logs of %s:\n%s", cfg.AppID, logs.String())
 		}
 	})
-	waitFor(t, 5*time.Second, "ready", func() bool { return n.sc.ready.Load() })
+	waitFor(t, 5*time.Second, "ready", func() bool { return n.sc.admin.Ready() })
 	return n
 }
 

@@ -202,13 +202,12 @@ func TestDiskErrorsAnswer503NeverAccepted(t *testing.T) {
 	srv := redistest.StartServer(t)
 	var fault atomic.Pointer[error]
 	n := startNodeWith(t, baseEnv(t, "orders-svc", srv.URL()), func(sc *Sidecar) {
-		real := sc.appendRecord
-		sc.appendRecord = func(ctx context.Context, data []byte) error {
+		sc.injectOutboxFaults(func() error {
 			if err := fault.Load(); err != nil {
 				return *err
 			}
-			return real(ctx, data)
-		}
+			return nil
+		}, nil)
 	})
 	seg := "00000001.seg"
 	cases := []struct {
@@ -275,12 +274,12 @@ func TestFailedOutboxExits(t *testing.T) {
 	var fail atomic.Bool
 	cause := fmt.Errorf("%w: write segment: %w", outbox.ErrFailed, syscall.EIO)
 	n := startNodeWith(t, baseEnv(t, "orders-svc", srv.URL()), func(sc *Sidecar) {
-		sc.outboxErr = func() error {
+		sc.injectOutboxFaults(nil, func() error {
 			if fail.Load() {
 				return cause
 			}
 			return nil
-		}
+		})
 	})
 	mustPublish(t, n, "orders", "before", nil)
 	fail.Store(true)

@@ -204,8 +204,8 @@ func TestRetentionProtectsUndelivered(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "relayed", func() bool { return pub.metric("ferry_relay_records_total", map[string]string{"result": "ok"}) == 60 })
 	// Several trim rounds pass (100ms each in tests): nothing undelivered goes.
-	rounds := pub.sc.trimRounds.Load()
-	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return pub.sc.trimRounds.Load() >= rounds+3 })
+	rounds := pub.sc.trimmer.Rounds()
+	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return pub.sc.trimmer.Rounds() >= rounds+3 })
 	if n := rdb.XLen(t.Context(), streamKey("orders")).Val(); n != 60 {
 		t.Fatalf("stream length %d while billing lags, want 60", n)
 	}
@@ -240,8 +240,8 @@ func TestRetentionLagIsReported(t *testing.T) {
 	}
 	// The group has read all 30 (they are pending, being delivered one at a
 	// time): none may be trimmed, though MAX_LEN is 10.
-	rounds := p.sub.sc.trimRounds.Load()
-	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return p.sub.sc.trimRounds.Load() >= rounds+3 })
+	rounds := p.sub.sc.trimmer.Rounds()
+	waitFor(t, 5*time.Second, "three trim rounds", func() bool { return p.sub.sc.trimmer.Rounds() >= rounds+3 })
 	if n := p.rdb.XLen(t.Context(), streamKey("orders")).Val(); n != 30 {
 		t.Errorf("stream length %d while the group lags, want 30", n)
 	}

@@ -1,27 +1,33 @@
 package sidecar
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 
+	"github.com/ferry-sidecar/ferry/admin"
 	"github.com/ferry-sidecar/ferry/breaker"
+	"github.com/ferry-sidecar/ferry/config"
 	"github.com/ferry-sidecar/ferry/dedupe"
+	"github.com/ferry-sidecar/ferry/delivery"
+	"github.com/ferry-sidecar/ferry/internal/redisconn"
+	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/outbox"
+	"github.com/ferry-sidecar/ferry/publish"
+	"github.com/ferry-sidecar/ferry/relay"
+	"github.com/ferry-sidecar/ferry/retention"
 	"github.com/ferry-sidecar/ferry/retry"
 )
+
+// Version is ferry's version, set at build time with
+// -ldflags "-X github.com/ferry-sidecar/ferry/sidecar.Version=…".
+var Version = "dev"
 
 // UndrainedError is returned by Run when the shutdown budget ended with
 // records still in the outbox; they are kept for the next start.
@@ -31,42 +37,41 @@ func (e *UndrainedError) Error() string {
 	return fmt.Sprintf("%d outbox records not relayed before the shutdown budget ended; kept for the next start", e.Records)
 }
 
-// Sidecar is one ferry process: publish API, admin API, relay and one
-// subscriber per subscription.
+// durableLog is what the sidecar needs of the outbox (tests wrap it).
+type durableLog interface {
+	publish.Appender
+	relay.Log
+	Stats() outbox.Stats
+	Err() error
+	Close() error
+}
+
+// Sidecar is one ferry process: publish API, admin API, relay, retention
+// and one subscriber per subscription.
 type Sidecar struct {
-	cfg          Config
-	log          *slog.Logger
-	metrics      *Metrics
-	gatherer     prometheus.Gatherer
-	outbox       *outbox.Log
-	appendRecord func(ctx context.Context, data []byte) error // outbox.Append; tests wrap it to inject disk errors
-	outboxErr    func() error                                 // outbox.Err; tests replace it
-	rdb          redis.UniversalClient
-	redisHealth  *redisHealth
-	dedupe       *dedupe.Store
-	breakers     *breaker.Set
-	retryPolicy  retry.Policy
-	redisBackoff retry.Policy
-	appClient    *http.Client
-	appBase      string
-	relay        *relay
-	subs         []*subscriber
+	cfg      config.Config
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	gatherer prometheus.Gatherer
+	outbox   durableLog
+	rdb      redis.UniversalClient
+	health   *redisconn.Health
+	breakers *breaker.Set
+	trimmer  *retention.Trimmer
+	topics   retention.Topics // published to; trimmed where no subscriber runs here
+	subs     []*delivery.Subscriber
+	publish  *publish.API
+	admin    *admin.API
+	relay    *relay.Relay
 
-	published      publishedTopics
-	publishLimiter *rate.Limiter
-	shuttingDown   atomic.Bool
-	ready          atomic.Bool
-	now            func() time.Time
-	refreshEvery   time.Duration // lag, status and retention refresh (5s; tests shorten it)
-	trimRounds     atomic.Int64  // stream trim rounds done (all topics), for tests
-
+	refreshEvery       time.Duration // lag, status and retention refresh (5s; tests shorten it)
 	publishLn, adminLn net.Listener
 }
 
 // New builds a sidecar: it opens (and recovers) the outbox and makes the
 // Redis client, but connects to nothing yet. reg receives ferry's metrics;
 // gatherer serves /metrics.
-func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Sidecar, error) {
+func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Sidecar, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -74,25 +79,19 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 		return nil, err
 	}
 	log = log.With("app_id", cfg.AppID)
-	var topics []string
-	for _, sub := range cfg.Subs() {
-		topics = append(topics, sub.Topic)
+	s := &Sidecar{cfg: cfg, log: log, gatherer: gatherer, refreshEvery: 5 * time.Second,
+		metrics: metrics.New(reg, Version, cfg.Topics())}
+	s.metrics.OutboxMaxBytes.Set(float64(cfg.OutboxMaxBytes))
+	rdb, err := redisconn.New(redisconn.Options{
+		URL: cfg.RedisURL, Mode: cfg.RedisMode, Password: cfg.RedisPassword,
+		CAFile: cfg.RedisCAFile, CertFile: cfg.RedisCertFile, KeyFile: cfg.RedisKeyFile, PoolSize: 32,
+	})
+	if err != nil {
+		return nil, redisConfigError(err)
 	}
-	s := &Sidecar{
-		cfg:          cfg,
-		log:          log,
-		metrics:      NewMetrics(reg, topics),
-		gatherer:     gatherer,
-		retryPolicy:  retry.Policy{Initial: cfg.RetryInitialInterval, Max: cfg.RetryMaxInterval, MaxAttempts: cfg.RetryMaxAttempts},
-		redisBackoff: retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: 1 << 30},
-		appClient:    newAppClient(cfg),
-		appBase:      strings.TrimRight(cfg.AppURL, "/"),
-		now:          time.Now,
-		refreshEvery: 5 * time.Second,
-	}
-	if cfg.PublishRate > 0 {
-		s.publishLimiter = rate.NewLimiter(rate.Limit(cfg.PublishRate), burst(cfg.PublishRate, cfg.PublishBurst))
-	}
+	s.rdb = rdb
+	s.health = redisconn.NewHealth(log, func(up bool) { s.metrics.RedisUp.Set(boolFloat(up)) })
+	rdb.AddHook(s.health)
 	s.breakers = breaker.New(breaker.Settings{
 		FailureRatio: cfg.BreakerFailureRatio,
 		MinRequests:  uint32(cfg.BreakerMinRequests),
@@ -102,29 +101,81 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, gatherer prome
 			s.log.Warn("breaker state", "topic", name, "from", from.String(), "to", to.String())
 		},
 	})
-	rdb, err := newRedis(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.rdb = rdb
-	s.redisHealth = newRedisHealth(s.metrics, log)
-	rdb.AddHook(s.redisHealth)
-	s.dedupe = dedupe.New(rdb, dedupe.Options{TTL: cfg.DedupeTTL, Lease: cfg.DedupeLease, Owner: cfg.Consumer})
-
+	s.trimmer = retention.New(rdb, retention.Options{MaxLen: cfg.StreamMaxLen, MaxAge: cfg.StreamMaxAge})
 	ob, err := outbox.Open(outbox.Options{Dir: cfg.OutboxDir, MaxBytes: cfg.OutboxMaxBytes, Logger: log.With("component", "outbox")})
 	if err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("open outbox %s: %w", cfg.OutboxDir, err)
 	}
-	s.outbox = ob
-	s.appendRecord = ob.Append
-	s.outboxErr = ob.Err
-	s.relay = newRelay(log.With("component", "relay"), ob, rdb, s.metrics, &s.published)
-	for _, sub := range cfg.Subs() {
-		s.subs = append(s.subs, newSubscriber(s, sub))
-	}
-	s.metrics.observeOutbox(ob)
+	s.metrics.ObserveOutbox(ob)
+	s.buildParts(ob)
 	return s, nil
+}
+
+// buildParts makes the parts that use the outbox.
+func (s *Sidecar) buildParts(ob durableLog) {
+	cfg := s.cfg
+	s.outbox = ob
+	s.publish = publish.New(publish.Options{
+		AppID: cfg.AppID, Token: cfg.APIToken, MaxBodyBytes: cfg.MaxBodyBytes, OutboxMaxBytes: cfg.OutboxMaxBytes,
+		Rate: cfg.PublishRate, Burst: config.Burst(cfg.PublishRate, cfg.PublishBurst),
+		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics,
+	}, ob, s.metrics, s.log)
+	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"))
+	s.subs = s.subscribers()
+	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, Gatherer: s.gatherer}
+	for _, sub := range s.subs {
+		parts.Subscriptions = append(parts.Subscriptions, sub)
+	}
+	s.admin = admin.New(admin.Options{AppID: cfg.AppID, Token: cfg.AdminToken, OutboxMaxBytes: cfg.OutboxMaxBytes}, parts, s.log)
+}
+
+// subscribers makes one delivery.Subscriber per subscription, sharing the
+// dedupe store, the breakers and the HTTP client.
+func (s *Sidecar) subscribers() []*delivery.Subscriber {
+	cfg := s.cfg
+	deps := delivery.Deps{
+		Redis:    s.rdb,
+		Dedupe:   dedupe.New(s.rdb, dedupe.Options{TTL: cfg.DedupeTTL, Lease: cfg.DedupeLease, Owner: cfg.Consumer}),
+		Breakers: s.breakers,
+		Retry:    retry.Policy{Initial: cfg.RetryInitialInterval, Max: cfg.RetryMaxInterval, MaxAttempts: cfg.RetryMaxAttempts},
+		Client:   delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions))),
+		Metrics:  s.metrics,
+		Health:   s.health,
+		Trimmer:  s.trimmer,
+		Log:      s.log,
+	}
+	var subs []*delivery.Subscriber
+	for _, sub := range cfg.Subscriptions {
+		subs = append(subs, delivery.New(delivery.Options{
+			Topic: sub.Topic, Route: sub.Route, AppID: cfg.AppID, Consumer: cfg.Consumer,
+			AppURL: cfg.AppURL, AppToken: cfg.AppToken, Concurrency: cfg.DeliveryConcurrency,
+			Rate: cfg.DeliveryRate, Burst: config.Burst(cfg.DeliveryRate, cfg.DeliveryBurst),
+			Timeout: cfg.DeliveryTimeout, ClaimIdle: cfg.ClaimIdle, DedupeLease: cfg.DedupeLease,
+			FromLatest: cfg.SubscribeFrom == "latest", RefreshEvery: s.refreshEvery,
+		}, deps))
+	}
+	return subs
+}
+
+// redisConfigError names the FERRY_ variable behind a redisconn option error.
+func redisConfigError(err error) error {
+	var oe *redisconn.OptionError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	name := map[string]string{"URL": "REDIS_URL", "Mode": "REDIS_MODE", "CAFile": "REDIS_CA_FILE", "CertFile": "REDIS_CERT_FILE"}[oe.Option]
+	if name == "" {
+		name = "REDIS_URL"
+	}
+	return &config.VarError{Var: config.Prefix + name, Err: oe.Err}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Listen binds both APIs. Run calls it when it was not called before;
@@ -145,7 +196,7 @@ func (s *Sidecar) Listen() error {
 	return nil
 }
 
-// PublishAddr and AdminAddr are the bound addresses, after Listen.
+// PublishAddr is the publish API's bound address, after Listen.
 func (s *Sidecar) PublishAddr() string { return s.publishLn.Addr().String() }
 
 // AdminAddr is the admin API's bound address, after Listen.
@@ -165,215 +216,5 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 
 // servers builds the publish and admin HTTP servers, both hardened by newServer.
 func (s *Sidecar) servers() (publish, admin *http.Server) {
-	return newServer(s.publishHandler(), s.log), newServer(s.adminHandler(), s.log)
-}
-
-// Run serves until ctx ends, then shuts down as DESIGN.md says: not ready,
-// publish API closed, consumers stop and in-flight deliveries finish, the
-// relay drains the outbox, the outbox closes. It returns *UndrainedError
-// when records remain.
-func (s *Sidecar) Run(ctx context.Context) error {
-	if err := s.Listen(); err != nil {
-		s.outbox.Close()
-		s.rdb.Close()
-		return err
-	}
-	s.logStart()
-	publishSrv, adminSrv := s.servers()
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- publishSrv.Serve(s.publishLn) }()
-	go func() { serveErr <- adminSrv.Serve(s.adminLn) }()
-	s.ready.Store(true)
-
-	work, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
-	relayCtx, stopRelay := context.WithCancel(context.Background())
-	defer stopRelay()
-	hard, stopHard := context.WithCancel(context.Background())
-	defer stopHard()
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	relayDone := make(chan struct{})
-	go func() {
-		defer wg.Done()
-		defer close(relayDone)
-		_ = s.relay.Run(relayCtx)
-	}()
-	subsDone := make(chan struct{})
-	var subsWG sync.WaitGroup
-	for _, sub := range s.subs {
-		subsWG.Add(1)
-		go func() {
-			defer subsWG.Done()
-			_ = sub.Run(work, hard)
-		}()
-	}
-	go func() { subsWG.Wait(); close(subsDone) }()
-	go s.checkRedis(work)
-	outboxFailed := make(chan error, 1)
-	go s.watchOutbox(work, outboxFailed)
-	go s.retentionLoop(work)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		runErr = fmt.Errorf("serve: %w", err)
-	case err := <-outboxFailed:
-		// Every publish answers 503 now; a restart reopens and repairs the
-		// outbox, so exit loudly (after draining what is there) and let the
-		// orchestrator restart ferry.
-		s.log.Error("outbox failed: exiting so that it is reopened", "err", err)
-		runErr = err
-	}
-
-	// Shutdown, within FERRY_SHUTDOWN_TIMEOUT.
-	deadline := time.Now().Add(s.cfg.ShutdownBudget)
-	budget, cancelBudget := context.WithDeadline(context.Background(), deadline)
-	defer cancelBudget()
-	s.shuttingDown.Store(true)
-	s.log.Info("shutdown started", "budget", s.cfg.ShutdownBudget.String())
-	_ = publishSrv.Shutdown(budget)
-	stopWork() // consumers stop reading; in-flight deliveries finish until the budget ends
-	select {
-	case <-subsDone:
-	case <-budget.Done():
-		stopHard()
-		<-subsDone
-	}
-	remaining := s.drain(budget)
-	stopRelay()
-	<-relayDone
-	wg.Wait()
-	_ = adminSrv.Shutdown(budget)
-	if err := s.outbox.Close(); err != nil {
-		s.log.Error("close outbox", "err", err)
-	}
-	s.rdb.Close()
-	if remaining > 0 {
-		s.log.Error("shutdown with records left in the outbox", "records", remaining)
-		return errors.Join(runErr, &UndrainedError{Records: remaining})
-	}
-	s.log.Info("shutdown complete", "records", 0)
-	return runErr
-}
-
-// drain waits until the relay has emptied the outbox or the budget ends,
-// and returns the records left.
-func (s *Sidecar) drain(ctx context.Context) int64 {
-	for {
-		pending := s.outbox.Stats().PendingRecords
-		if pending == 0 {
-			return 0
-		}
-		s.log.Info("draining outbox", "records", pending)
-		select {
-		case <-ctx.Done():
-			return s.outbox.Stats().PendingRecords
-		case <-s.relay.committed:
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// watchOutbox reports once on failed when the outbox can no longer write
-// (outbox.ErrFailed); it checks every second.
-func (s *Sidecar) watchOutbox(ctx context.Context, failed chan<- error) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.outboxErr(); err != nil {
-				failed <- err
-				return
-			}
-		}
-	}
-}
-
-// checkRedis pings Redis until it answers once, then checks its
-// maxmemory-policy: an evicting policy can drop dedupe keys and pending state.
-func (s *Sidecar) checkRedis(ctx context.Context) {
-	for attempt := 1; ctx.Err() == nil; attempt++ {
-		if err := s.rdb.Ping(ctx).Err(); err == nil {
-			break
-		}
-		if !sleepCtx(ctx, s.redisBackoff.Delay(min(attempt, 20), 0)) {
-			return
-		}
-	}
-	policy, ok, err := dedupe.CheckEvictionPolicy(ctx, s.rdb)
-	switch {
-	case err != nil:
-		if redis.HasErrorPrefix(err, "NOPERM") {
-			// An ACL without CONFIG GET is the recommended least privilege (docs/security.md).
-			s.log.Info("redis maxmemory-policy not readable (CONFIG GET not allowed for this user); make sure it is noeviction")
-			break
-		}
-		s.log.Info("redis maxmemory-policy not readable (CONFIG not allowed); make sure it is noeviction", "err", redactErr(err))
-	case !ok:
-		s.log.Warn("redis maxmemory-policy evicts keys: dedupe state and pending entries can be lost; set maxmemory-policy noeviction", "maxmemory-policy", policy)
-	}
-}
-
-// logStart logs the effective configuration without secrets.
-func (s *Sidecar) logStart() {
-	c := s.cfg
-	s.log.Info("ferry starting",
-		"version", Version,
-		"listen_addr", s.PublishAddr(), "admin_addr", s.AdminAddr(),
-		"redis_url", redactURL(c.RedisURL), "app_url", redactURL(c.AppURL),
-		"subscriptions", c.Subscriptions, "consumer", c.Consumer,
-		"outbox_dir", c.OutboxDir, "outbox_max_bytes", c.OutboxMaxBytes, "max_body_bytes", c.MaxBodyBytes,
-		"delivery_timeout", c.DeliveryTimeout.String(), "delivery_concurrency", c.DeliveryConcurrency,
-		"delivery_rate", c.DeliveryRate, "publish_rate", c.PublishRate,
-		"retry_max_attempts", c.RetryMaxAttempts, "retry_initial_interval", c.RetryInitialInterval.String(), "retry_max_interval", c.RetryMaxInterval.String(),
-		"breaker_failure_ratio", c.BreakerFailureRatio, "breaker_min_requests", c.BreakerMinRequests, "breaker_open_timeout", c.BreakerOpenTimeout.String(),
-		"dedupe_ttl", c.DedupeTTL.String(), "dedupe_lease", c.DedupeLease.String(), "claim_idle", c.ClaimIdle.String(),
-		"subscribe_from", c.SubscribeFrom, "stream_max_len", c.StreamMaxLen, "stream_max_age", c.StreamMaxAge.String(),
-		"api_token_set", c.APIToken != "", "app_token_set", c.AppToken != "",
-		"shutdown_timeout", c.ShutdownBudget.String())
-	if c.APIToken == "" && !isLoopback(s.PublishAddr()) {
-		s.log.Warn("FERRY_LISTEN_ADDR is not loopback and FERRY_API_TOKEN is empty: anyone who reaches this port can publish; set FERRY_API_TOKEN or listen on 127.0.0.1",
-			"listen_addr", s.PublishAddr())
-	}
-	if c.APIToken == "" && !isLoopback(s.AdminAddr()) {
-		s.log.Warn("FERRY_ADMIN_ADDR is not loopback and FERRY_API_TOKEN is empty: anyone who reaches this port can read status and dead letters, replay and redrive; set FERRY_API_TOKEN or a NetworkPolicy",
-			"admin_addr", s.AdminAddr())
-	}
-	if c.DedupeLease <= c.DeliveryTimeout {
-		s.log.Warn("FERRY_DEDUPE_LEASE is not above FERRY_DELIVERY_TIMEOUT: a slow delivery can outlive its claim and another replica may deliver the same message at the same time",
-			"dedupe_lease", c.DedupeLease.String(), "delivery_timeout", c.DeliveryTimeout.String())
-	}
-	if u, err := url.Parse(c.RedisURL); err == nil && u.Query().Get("skip_verify") == "true" {
-		s.log.Warn("FERRY_REDIS_URL has skip_verify=true: the Redis server certificate is not verified; remove it and use FERRY_REDIS_CA_FILE")
-	}
-}
-
-// redactURL drops the password (and user) from a URL (Redis or app).
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable)"
-	}
-	if u.User != nil {
-		u.User = url.User("redacted")
-	}
-	return u.String()
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return newServer(s.publish.Handler(), s.log), newServer(s.admin.Handler(), s.log)
 }

@@ -131,7 +131,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := do(t, mustReq("GET", p.sub.admin+"/healthz")); code != 200 {
 		t.Fatalf("healthz %d", code)
 	}
-	waitFor(t, 5*time.Second, "redis up", func() bool { return p.sub.sc.redisHealth.Up() })
+	waitFor(t, 5*time.Second, "redis up", func() bool { return p.sub.sc.health.Up() })
 	code, body = do(t, mustReq("GET", p.sub.admin+"/v1/status"))
 	var st map[string]any
 	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {

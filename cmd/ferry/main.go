@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ferry-sidecar/ferry/config"
+	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/sidecar"
 )
 
@@ -32,19 +34,19 @@ func run(stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ferry", sidecar.Version)
 		return 0
 	}
-	cfg, err := sidecar.LoadConfig(nil)
+	cfg, err := config.Load(nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: invalid configuration:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return 2
 	}
 	log := newLogger(cfg, stderr)
-	redis.SetLogger(sidecar.RedisLogger{Log: log.With("component", "go-redis")})
+	redis.SetLogger(redisconn.Logger{Log: log.With("component", "go-redis")})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sc, err := sidecar.New(cfg, log, reg, reg)
 	if err != nil {
-		var cerr *sidecar.ConfigError
+		var cerr *config.VarError
 		if errors.As(err, &cerr) {
 			fmt.Fprintf(stderr, "ferry: invalid configuration:\n  %s\n", err)
 			return 2
@@ -64,7 +66,7 @@ func run(stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(cfg sidecar.Config, w io.Writer) *slog.Logger {
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}

@@ -10,7 +10,6 @@ import (
 	"unicode"
 )
 
-
 // checkDuplicateKeys rejects JSON with a key repeated in one object, which
 // encoding/json would silently resolve to the last value. Keys are compared
 // case-folded, as encoding/json matches them to fields: {"from":1,"FROM":2}

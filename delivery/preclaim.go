@@ -1,20 +1,21 @@
-package sidecar
+package delivery
 
 import (
 	"context"
 	"time"
 
 	"github.com/ferry-sidecar/ferry/dedupe"
+	"github.com/ferry-sidecar/ferry/stream"
 )
 
 // preclaim takes the dedupe claims of freshly read deliveries in one
 // pipelined round trip, so that each worker does not spend one of its own
 // before the POST. Each id claimed this way is held by this replica from
-// now on, exactly as deliver would hold it: a second copy of the id cannot
+// now on, exactly as attempt would hold it: a second copy of the id cannot
 // ride on the same claim. Only Claimed and Done are kept; anything else
-// (busy, an error) is left to deliver's own Claim. deliver uses the result
+// (busy, an error) is left to attempt's own Claim. attempt uses the result
 // for the first attempt only, see preclaimValid.
-func (s *subscriber) preclaim(ctx context.Context, ds []*delivery) {
+func (s *Subscriber) preclaim(ctx context.Context, ds []*delivery) {
 	held := make([]*delivery, 0, len(ds))
 	keys := make([]string, 0, len(ds))
 	for _, d := range ds {
@@ -22,13 +23,13 @@ func (s *subscriber) preclaim(ctx context.Context, ds []*delivery) {
 			continue
 		}
 		held = append(held, d)
-		keys = append(keys, dedupe.Key(s.sub.Topic, s.sc.cfg.AppID, d.msg.ID))
+		keys = append(keys, stream.DedupeKey(s.opts.Topic, s.opts.AppID, d.msg.ID))
 	}
 	if len(held) == 0 {
 		return
 	}
-	outages := s.sc.redisHealth.Outages()
-	states, _ := s.sc.dedupe.ClaimMany(ctx, keys...) // on an error every state is Busy
+	outages := s.deps.Health.Outages()
+	states, _ := s.deps.Dedupe.ClaimMany(ctx, keys...) // on an error every state is Busy
 	now := time.Now()
 	for i, d := range held {
 		if st := states[i]; st == dedupe.Claimed || st == dedupe.Done {
@@ -40,12 +41,12 @@ func (s *subscriber) preclaim(ctx context.Context, ds []*delivery) {
 }
 
 // preclaimValid reports whether a claim made at read time (at) still
-// stands in for deliver's own: it exists, its lease is less than half
+// stands in for attempt's own: it exists, its lease is less than half
 // spent, and Redis is up and has not been down since (it may have lost the
 // claim, and a delivery must never go out while the check cannot be made).
-func (s *subscriber) preclaimValid(d *delivery, at time.Time) bool {
+func (s *Subscriber) preclaimValid(d *delivery, at time.Time) bool {
 	return !at.IsZero() &&
-		time.Since(at) < s.sc.cfg.DedupeLease/2 &&
-		s.sc.redisHealth.Up() &&
-		s.sc.redisHealth.Outages() == d.preOutages
+		time.Since(at) < s.opts.DedupeLease/2 &&
+		s.deps.Health.Up() &&
+		s.deps.Health.Outages() == d.preOutages
 }

@@ -1,14 +1,39 @@
-package sidecar
+package retention
 
 import (
 	"context"
-	"fmt"
-	"strconv"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-sidecar/ferry/internal/redisconn"
+	"github.com/ferry-sidecar/ferry/stream"
 )
+
+// Options set the limits. MaxLen ≤ 0 means no length cap; MaxAge 0 no age cap.
+type Options struct {
+	MaxLen int64
+	MaxAge time.Duration
+}
+
+// Trimmer trims topic streams; it is safe for concurrent use.
+type Trimmer struct {
+	rdb    redis.UniversalClient
+	opts   Options
+	rounds atomic.Int64
+	now    func() time.Time
+}
+
+// New returns a Trimmer over rdb.
+func New(rdb redis.UniversalClient, opts Options) *Trimmer {
+	return &Trimmer{rdb: rdb, opts: opts, now: time.Now}
+}
+
+// Rounds counts the trims done (all topics): tests wait on it.
+func (t *Trimmer) Rounds() int64 { return t.rounds.Load() }
 
 // spanLimit bounds how many entries trimTopic counts between a group's
 // oldest pending entry and its last delivered one in one round.
@@ -18,7 +43,7 @@ const spanLimit = 10000
 // most ARGV[3], inside Redis: only the number crosses the network.
 var countRange = redis.NewScript(`return #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])`)
 
-// trimTopic applies FERRY_STREAM_MAX_LEN and FERRY_STREAM_MAX_AGE to one
+// Trim applies FERRY_STREAM_MAX_LEN and FERRY_STREAM_MAX_AGE to one
 // topic stream without removing what a known consumer group still needs:
 // each group's oldest pending entry and everything after it (its pending
 // entries being retried, and those not delivered yet).
@@ -33,34 +58,38 @@ var countRange = redis.NewScript(`return #redis.call('XRANGE', KEYS[1], ARGV[1],
 // entry) skips the max-len trim: never trimming too much wins.
 //
 // It reports whether ownGroup is what holds trimming back (it lags past retention).
-func (s *Sidecar) trimTopic(ctx context.Context, topic, ownGroup string) (ownBlocked bool, err error) {
-	key := streamKey(topic)
-	groups, err := s.rdb.XInfoGroups(ctx, key).Result()
+func (t *Trimmer) Trim(ctx context.Context, topic, ownGroup string) (ownBlocked bool, err error) {
+	defer t.rounds.Add(1)
+	key := stream.Key(topic)
+	groups, err := t.rdb.XInfoGroups(ctx, key).Result()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "ERR no such key") {
 			return false, nil
 		}
 		return false, err
 	}
-	length, err := s.rdb.XLen(ctx, key).Result()
+	length, err := t.rdb.XLen(ctx, key).Result()
 	if err != nil {
 		return false, err
 	}
-	maxLen := s.cfg.StreamMaxLen
+	maxLen := t.opts.MaxLen
+	if maxLen <= 0 {
+		maxLen = 1<<63 - 1
+	}
 	protect, ownNeed := "", ""          // the oldest id some group (our group) still needs
 	needed, decidable := int64(0), true // entries from protect to the end
 	for _, g := range groups {
 		need, count := "", g.Lag
 		if g.Lag != 0 { // undelivered entries, or unknown (-1: entries were deleted)
-			need = nextID(g.LastDeliveredID)
+			need = stream.NextID(g.LastDeliveredID)
 		}
 		if g.Pending > 0 {
-			p, err := s.rdb.XPending(ctx, key, g.Name).Result()
+			p, err := t.rdb.XPending(ctx, key, g.Name).Result()
 			if err != nil {
 				return false, err
 			}
 			need = p.Lower
-			span, err := countRange.Run(ctx, s.rdb, []string{key}, p.Lower, g.LastDeliveredID, spanLimit+1).Int64()
+			span, err := countRange.Run(ctx, t.rdb, []string{key}, p.Lower, g.LastDeliveredID, spanLimit+1).Int64()
 			if err != nil {
 				return false, err
 			}
@@ -73,7 +102,7 @@ func (s *Sidecar) trimTopic(ctx context.Context, topic, ownGroup string) (ownBlo
 			decidable = false
 		}
 		needed = max(needed, count)
-		protect = minID(protect, need)
+		protect = stream.MinID(protect, need)
 		if g.Name == ownGroup {
 			ownNeed = need
 			ownBlocked = count > maxLen
@@ -82,57 +111,37 @@ func (s *Sidecar) trimTopic(ctx context.Context, topic, ownGroup string) (ownBlo
 	switch {
 	case length <= maxLen:
 	case protect == "" || (decidable && needed <= maxLen):
-		err = s.rdb.XTrimMaxLenApprox(ctx, key, maxLen, 0).Err()
+		err = t.rdb.XTrimMaxLenApprox(ctx, key, maxLen, 0).Err()
 	case decidable: // more than MAX_LEN still needed: keep all of it
-		err = s.rdb.XTrimMinIDApprox(ctx, key, protect, 0).Err()
+		err = t.rdb.XTrimMinIDApprox(ctx, key, protect, 0).Err()
 	}
 	if err != nil {
 		return ownBlocked, err
 	}
-	if s.cfg.StreamMaxAge > 0 {
-		cutoff := strconv.FormatInt(time.Now().Add(-s.cfg.StreamMaxAge).UnixMilli(), 10) + "-0"
-		if ownNeed != "" && !streamIDLessEq(cutoff, ownNeed) {
+	if t.opts.MaxAge > 0 {
+		cutoff := stream.TimeID(t.now().Add(-t.opts.MaxAge))
+		if ownNeed != "" && !stream.IDLessEq(cutoff, ownNeed) {
 			ownBlocked = true
 		}
-		if err := s.rdb.XTrimMinIDApprox(ctx, key, minID(cutoff, protect), 0).Err(); err != nil {
+		if err := t.rdb.XTrimMinIDApprox(ctx, key, stream.MinID(cutoff, protect), 0).Err(); err != nil {
 			return ownBlocked, err
 		}
 	}
 	return ownBlocked, nil
 }
 
-// minID returns the smaller stream id; "" is no id.
-func minID(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	case streamIDLessEq(a, b):
-		return a
-	}
-	return b
-}
-
-// nextID returns the smallest id after id.
-func nextID(id string) string {
-	ms, seq, ok := splitID(id)
-	if !ok {
-		return "0-1"
-	}
-	return fmt.Sprintf("%d-%d", ms, seq+1)
-}
-
-// publishedTopics remembers the topics this sidecar published to, so that
-// their streams are trimmed even where no subscriber sidecar runs. Bounded.
-type publishedTopics struct {
+// Topics remembers the topics a sidecar published to, so that their
+// streams are trimmed even where no subscriber sidecar runs. Bounded by
+// maxTrackedTopics; the zero value is ready to use.
+type Topics struct {
 	mu     sync.Mutex
 	topics map[string]struct{}
 }
 
 const maxTrackedTopics = 1024
 
-func (p *publishedTopics) add(topic string) {
+// Add remembers topic.
+func (p *Topics) Add(topic string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.topics == nil {
@@ -143,7 +152,8 @@ func (p *publishedTopics) add(topic string) {
 	}
 }
 
-func (p *publishedTopics) list() []string {
+// List returns the remembered topics.
+func (p *Topics) List() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]string, 0, len(p.topics))
@@ -153,34 +163,24 @@ func (p *publishedTopics) list() []string {
 	return out
 }
 
-// retentionLoop trims the streams this sidecar publishes to and does not
-// subscribe to (subscribers trim their own topic) every refreshEvery.
-func (s *Sidecar) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(s.refreshEvery)
-	defer t.Stop()
+// Run trims the streams of topics every interval until ctx ends, skipping
+// those skip reports (subscribers trim their own topic); it returns nil.
+func (t *Trimmer) Run(ctx context.Context, topics *Topics, skip func(topic string) bool, every time.Duration, log *slog.Logger) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-t.C:
+			return nil
+		case <-tick.C:
 		}
-		for _, topic := range s.published.list() {
-			if s.subscribes(topic) {
+		for _, topic := range topics.List() {
+			if skip(topic) {
 				continue
 			}
-			if _, err := s.trimTopic(ctx, topic, ""); err != nil && ctx.Err() == nil {
-				s.log.Debug("trim stream", "topic", topic, "err", redactErr(err))
+			if _, err := t.Trim(ctx, topic, ""); err != nil && ctx.Err() == nil {
+				log.Debug("trim stream", "topic", topic, "err", redisconn.RedactErr(err))
 			}
 		}
-		s.trimRounds.Add(1)
 	}
-}
-
-func (s *Sidecar) subscribes(topic string) bool {
-	for _, sub := range s.subs {
-		if sub.sub.Topic == topic {
-			return true
-		}
-	}
-	return false
 }

@@ -1,4 +1,4 @@
-package sidecar
+package delivery
 
 import (
 	"context"
@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/ferry-sidecar/ferry/retry"
+	"github.com/ferry-sidecar/ferry/stream"
 )
 
-// newAppClient is the HTTP client for deliveries: keep-alive connections to
-// the app, no proxy from the environment, no redirects followed.
-func newAppClient(cfg Config) *http.Client {
-	conns := cfg.DeliveryConcurrency * max(1, len(cfg.Subs()))
+// NewClient is the HTTP client for deliveries: keep-alive connections to
+// the app (conns of them), no proxy from the environment, no redirects.
+func NewClient(conns int) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
 			Proxy:               nil,
@@ -32,10 +32,10 @@ func newAppClient(cfg Config) *http.Client {
 
 // post sends one attempt of d to the app and returns the status (0 when
 // there was no answer), the Retry-After it asked for, and the transport error.
-func (s *Sidecar) post(ctx context.Context, sub Subscription, d *delivery) (int, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
+func (s *Subscriber) post(ctx context.Context, d *delivery) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.appBase+sub.Route, strings.NewReader(d.msg.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(d.msg.Body))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -44,19 +44,19 @@ func (s *Sidecar) post(ctx context.Context, sub Subscription, d *delivery) (int,
 		h[k] = v
 	}
 	h.Set("Content-Type", d.msg.ContentType)
-	h.Set(hdrMessageID, d.msg.ID)
-	h.Set(hdrTopic, sub.Topic)
-	h.Set(hdrAttempt, strconv.Itoa(d.attempt))
+	h.Set(stream.HeaderMessageID, d.msg.ID)
+	h.Set(stream.HeaderTopic, s.opts.Topic)
+	h.Set(stream.HeaderAttempt, strconv.Itoa(d.attempt))
 	if !d.msg.PublishedAt.IsZero() {
-		h.Set(hdrPublishedAt, d.msg.PublishedAt.UTC().Format(time.RFC3339Nano))
+		h.Set(stream.HeaderPublishedAt, d.msg.PublishedAt.UTC().Format(time.RFC3339Nano))
 	}
 	if d.replay {
-		h.Set(hdrReplay, "true")
+		h.Set(stream.HeaderReplay, "true")
 	}
-	if s.cfg.AppToken != "" {
-		h.Set("Authorization", "Bearer "+s.cfg.AppToken)
+	if s.opts.AppToken != "" {
+		h.Set("Authorization", "Bearer "+s.opts.AppToken)
 	}
-	resp, err := s.appClient.Do(req)
+	resp, err := s.deps.Client.Do(req)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -1,4 +1,4 @@
-package sidecar
+package delivery
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ferry-sidecar/ferry/dedupe"
+	"github.com/ferry-sidecar/ferry/stream"
 )
 
 // Dead-letter entry fields added to the original ones.
@@ -20,14 +20,18 @@ const (
 	dlStreamID = "dl:stream_id"
 )
 
-// deadLetter parks d in this group's dead-letter stream, then acks it: a
-// crash in between duplicates the dead letter, never loses the message.
-func (s *subscriber) deadLetter(ctx context.Context, d *delivery, reason string) {
+// park adds d to this group's dead-letter stream, counts and logs it; the
+// caller then acks it. A crash in between duplicates the dead letter,
+// never loses the message.
+func (s *Subscriber) park(ctx context.Context, d *delivery, reason string) error {
 	vals := make([]any, 0, 2*len(d.msg.Fields)+12)
 	for k, v := range d.msg.Fields {
 		vals = append(vals, k, v)
 	}
-	attempts := min(d.attempt, s.sc.cfg.RetryMaxAttempts)
+	attempts := d.attempt
+	if max := s.deps.Retry.MaxAttempts; max > 0 {
+		attempts = min(attempts, max)
+	}
 	vals = append(vals,
 		dlReason, reason,
 		dlStatus, strconv.Itoa(d.lastStatus),
@@ -36,15 +40,13 @@ func (s *subscriber) deadLetter(ctx context.Context, d *delivery, reason string)
 		dlFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
 		dlStreamID, d.msg.StreamID,
 	)
-	if err := s.sc.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dlq, Values: vals}).Err(); err != nil {
-		s.log.Warn("dead-letter", "msg_id", d.msg.ID, "err", redactErr(err))
-		s.later(d, waitNoAttempt, false)
-		return
+	if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dlq, Values: vals}).Err(); err != nil {
+		return err
 	}
-	s.sc.metrics.DeadLetters.WithLabelValues(s.sub.Topic, reason).Inc()
-	s.log.Error("dead-lettered", "msg_id", d.msg.ID, "app_id", s.group, "reason", reason,
+	s.m.DeadLetters.WithLabelValues(s.opts.Topic, reason).Inc()
+	s.log.Error("dead-lettered", "msg_id", d.msg.ID, "app_id", s.opts.AppID, "reason", reason,
 		"attempt", attempts, "status", d.lastStatus, "err", d.lastErr)
-	s.ack(ctx, d)
+	return nil
 }
 
 // DeadLetter is one entry of GET /v1/deadletters/{topic}.
@@ -57,9 +59,9 @@ type DeadLetter struct {
 	FailedAt  string `json:"failed_at"`
 }
 
-// deadLetters lists up to limit dead letters, oldest first.
-func (s *subscriber) deadLetters(ctx context.Context, limit int64) ([]DeadLetter, error) {
-	msgs, err := s.sc.rdb.XRangeN(ctx, s.dlq, "-", "+", limit).Result()
+// DeadLetters lists up to limit of this group's dead letters, oldest first.
+func (s *Subscriber) DeadLetters(ctx context.Context, limit int64) ([]DeadLetter, error) {
+	msgs, err := s.rdb.XRangeN(ctx, s.dlq, "-", "+", limit).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +71,7 @@ func (s *subscriber) deadLetters(ctx context.Context, limit int64) ([]DeadLetter
 		status, _ := strconv.Atoi(str(dlStatus))
 		attempts, _ := strconv.Atoi(str(dlAttempts))
 		out = append(out, DeadLetter{
-			MessageID: str(fieldID), Reason: str(dlReason), Status: status,
+			MessageID: str(stream.FieldID), Reason: str(dlReason), Status: status,
 			Error: str(dlError), Attempts: attempts, FailedAt: str(dlFailedAt),
 		})
 	}
@@ -93,12 +95,12 @@ redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1`)
 
-// redriveAll puts every dead letter of this group back into delivery for
+// Redrive puts every dead letter of this group back into delivery for
 // this group only, with fresh attempts and its dedupe entry cleared.
-func (s *subscriber) redriveAll(ctx context.Context) (int, error) {
+func (s *Subscriber) Redrive(ctx context.Context) (int, error) {
 	n := 0
 	for range 10000 { // bounded: 10000 pages of 100
-		msgs, err := s.sc.rdb.XRangeN(ctx, s.dlq, "-", "+", 100).Result()
+		msgs, err := s.rdb.XRangeN(ctx, s.dlq, "-", "+", 100).Result()
 		if err != nil {
 			return n, err
 		}
@@ -106,13 +108,12 @@ func (s *subscriber) redriveAll(ctx context.Context) (int, error) {
 			return n, nil
 		}
 		for _, m := range msgs {
-			id, _ := m.Values[fieldID].(string)
-			if id != "" {
-				if err := s.sc.dedupe.Forget(ctx, dedupe.Key(s.sub.Topic, s.sc.cfg.AppID, id)); err != nil {
+			if id, _ := m.Values[stream.FieldID].(string); id != "" {
+				if err := s.deps.Dedupe.Forget(ctx, stream.DedupeKey(s.opts.Topic, s.opts.AppID, id)); err != nil {
 					return n, err
 				}
 			}
-			moved, err := redriveScript.Run(ctx, s.sc.rdb, []string{s.dlq, s.redrive}, m.ID).Int()
+			moved, err := redriveScript.Run(ctx, s.rdb, []string{s.dlq, s.redrive}, m.ID).Int()
 			if err != nil {
 				return n, err
 			}

@@ -1,4 +1,4 @@
-package sidecar
+package publish
 
 import (
 	"bytes"
@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ferry-sidecar/ferry/metrics"
+	"github.com/ferry-sidecar/ferry/outbox"
 )
 
 // BenchmarkPublishHandler runs the publish API in process, from routing to
@@ -17,24 +19,12 @@ import (
 // allocations and the CPU of the publish path (go run ./bench measures it
 // over the network).
 func BenchmarkPublishHandler(b *testing.B) {
-	cfg, err := LoadConfig(map[string]string{
-		"FERRY_APP_ID":     "bench",
-		"FERRY_OUTBOX_DIR": b.TempDir(),
-		"HOSTNAME":         "bench-0",
-	})
+	ob, err := outbox.Open(outbox.Options{Dir: b.TempDir(), MaxBytes: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	s, err := New(cfg, nil, reg, reg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		s.outbox.Close()
-		s.rdb.Close()
-	})
-	h := s.publishHandler()
+	b.Cleanup(func() { ob.Close() })
+	h := New(Options{AppID: "bench", MaxBodyBytes: 1 << 20, MaxTopicLabels: 100}, ob, metrics.New(prometheus.NewRegistry(), "bench", nil), nil).Handler()
 	body := bytes.Repeat([]byte("x"), 1024)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
@@ -57,7 +47,7 @@ func BenchmarkPublishHandler(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	if st := s.outbox.Stats(); st.Syncs > 0 {
+	if st := ob.Stats(); st.Syncs > 0 {
 		b.ReportMetric(float64(st.Appends)/float64(st.Syncs), "events/fsync")
 	}
 }
@@ -71,28 +61,3 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.code = code }
-
-// BenchmarkEventEncodeDecode is one event's way through the outbox record
-// format: encoded by publish, decoded by the relay into XADD values.
-func BenchmarkEventEncodeDecode(b *testing.B) {
-	e := &event{
-		Topic: "orders",
-		Fields: []string{fieldID, "0190c6e2-8a3b-7cde-9f01-23456789abcd", fieldSource, "orders-svc",
-			fieldContentType, "application/json", headerPrefix + "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-		Body: bytes.Repeat([]byte("x"), 1024),
-	}
-	buf := make([]byte, 0, 2048)
-	now := time.Now()
-	b.SetBytes(int64(len(e.Body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = appendEvent(buf[:0], e)
-		got, err := decodeEvent(buf)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if vals := streamValues(&got, now); len(vals) != len(e.Fields)+4 {
-			b.Fatalf("%d stream values, want %d", len(vals), len(e.Fields)+4)
-		}
-	}
-}

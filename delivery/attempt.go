@@ -1,0 +1,164 @@
+package delivery
+
+import (
+	"context"
+	"time"
+
+	"github.com/ferry-sidecar/ferry/dedupe"
+	"github.com/ferry-sidecar/ferry/internal/redisconn"
+	"github.com/ferry-sidecar/ferry/retry"
+	"github.com/ferry-sidecar/ferry/stream"
+)
+
+// verdict is what to do with a delivery after an attempt.
+type verdict int
+
+const (
+	settle     verdict = iota // the app answered 2xx: complete in the dedupe store, then ack
+	duplicate                 // already delivered (dedupe): ack without delivering
+	retryLater                // the app failed: try again after delay, counting an attempt
+	wait                      // not tried (busy claim, Redis, breaker): again after delay, no attempt used
+	deadLetter                // park it with reason
+	abandon                   // shutting down: leave it pending in Redis
+)
+
+// outcome is the result of one attempt: a verdict and its details.
+type outcome struct {
+	verdict verdict
+	delay   time.Duration
+	reason  string // deadLetter: poison, exhausted
+}
+
+// attempt runs one attempt of d: dedupe claim, rate limit, breaker, POST,
+// and classifies what happened. It changes nothing in Redis but the dedupe
+// claim (released again unless the app took the message); act does the rest.
+func (s *Subscriber) attempt(ctx context.Context, d *delivery) outcome {
+	if d.attempt > s.deps.Retry.MaxAttempts && s.deps.Retry.MaxAttempts > 0 {
+		// A restart found the attempts already spent: a crash loop must not retry forever.
+		if d.lastErr == "" {
+			d.lastErr = "attempts exhausted before a restart"
+		}
+		return outcome{verdict: deadLetter, reason: "exhausted"}
+	}
+	if d.delivered || d.parked {
+		return outcome{verdict: settle} // never POST again what the app already has, or what is dead-lettered
+	}
+	dkey := stream.DedupeKey(s.opts.Topic, s.opts.AppID, d.msg.ID)
+	if !d.replay {
+		o, claimed := s.claimDedupe(ctx, d, dkey)
+		if !claimed {
+			return o
+		}
+	}
+	release := func() {
+		if d.replay {
+			return
+		}
+		s.unhold(d.msg.ID)
+		if err := s.deps.Dedupe.Release(ctx, dkey); err != nil {
+			s.log.Warn("release dedupe claim", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
+		}
+	}
+	if s.limiter != nil {
+		if r := s.limiter.Reserve(); r.Delay() > 0 {
+			s.m.Throttled.WithLabelValues("delivery").Inc()
+			if !retry.Sleep(ctx, r.Delay()) {
+				r.Cancel()
+				release()
+				return outcome{verdict: abandon}
+			}
+		}
+	}
+	done, err := s.deps.Breakers.Allow(s.opts.Topic)
+	if err != nil {
+		release()
+		return outcome{verdict: wait, delay: waitNoAttempt} // refused by the breaker: no attempt used
+	}
+	start := time.Now()
+	status, retryAfter, perr := s.post(ctx, d)
+	if ctx.Err() != nil && status == 0 {
+		// Cut off by shutdown: not the app's failure, not an attempt.
+		done(true)
+		release()
+		return outcome{verdict: abandon}
+	}
+	result := retry.Classify(status, perr)
+	done(!result.Failure())
+	s.m.DeliveryAttempts.WithLabelValues(s.opts.Topic, string(result)).Inc()
+	s.m.DeliveryDuration.WithLabelValues(s.opts.Topic).Observe(time.Since(start).Seconds())
+	d.lastStatus, d.lastErr = status, ""
+	if perr != nil {
+		d.lastErr = redisconn.RedactErr(perr)
+	}
+	switch {
+	case result == retry.Success:
+		d.delivered = true
+		return outcome{verdict: settle}
+	case result == retry.Poison:
+		release()
+		return outcome{verdict: deadLetter, reason: "poison"}
+	case s.deps.Retry.Exhausted(d.attempt):
+		release()
+		return outcome{verdict: deadLetter, reason: "exhausted"}
+	}
+	release()
+	delay := s.deps.Retry.Delay(d.attempt, retryAfter)
+	s.log.Debug("delivery retry", "msg_id", d.msg.ID, "attempt", d.attempt, "result", string(result), "delay", delay)
+	return outcome{verdict: retryLater, delay: delay}
+}
+
+// claimDedupe takes d's dedupe claim (or uses the one preclaim took at read
+// time). claimed is false when the attempt must stop with o.
+func (s *Subscriber) claimDedupe(ctx context.Context, d *delivery, dkey string) (o outcome, claimed bool) {
+	pre, preAt := d.preState, d.preAt
+	d.preAt = time.Time{} // a claim made at read time serves the first attempt only
+	if preAt.IsZero() && !s.hold(d.msg.ID) {
+		return outcome{verdict: wait, delay: waitNoAttempt}, false // another copy of this id is on its way here
+	}
+	st, err := pre, error(nil)
+	if !s.preclaimValid(d, preAt) {
+		st, err = s.deps.Dedupe.Claim(ctx, dkey)
+	}
+	switch {
+	case err != nil:
+		s.unhold(d.msg.ID)
+		return outcome{verdict: wait, delay: waitNoAttempt}, false // never deliver without the check
+	case st == dedupe.Done:
+		s.unhold(d.msg.ID)
+		return outcome{verdict: duplicate}, false
+	case st == dedupe.Busy:
+		s.unhold(d.msg.ID)
+		return outcome{verdict: wait, delay: waitNoAttempt}, false
+	}
+	return outcome{}, true
+}
+
+// act carries out an attempt's outcome: the one place that acks (through
+// the settler), schedules retries and dead-letters.
+func (s *Subscriber) act(ctx context.Context, d *delivery, o outcome) {
+	switch o.verdict {
+	case settle:
+		s.toSettler(settleReq{d: d, complete: d.delivered && !d.replay})
+	case duplicate:
+		s.toSettler(settleReq{d: d, duplicate: true})
+	case retryLater:
+		if ctx.Err() == nil {
+			s.later(d, o.delay, true)
+		}
+	case wait:
+		if ctx.Err() == nil {
+			s.later(d, o.delay, false)
+		}
+	case deadLetter:
+		if err := s.park(ctx, d, o.reason); err != nil {
+			s.log.Warn("dead-letter", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
+			if ctx.Err() == nil {
+				s.later(d, waitNoAttempt, false)
+			}
+			return
+		}
+		d.parked = true
+		s.toSettler(settleReq{d: d})
+	case abandon:
+	}
+}

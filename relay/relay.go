@@ -1,0 +1,193 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-sidecar/ferry/breaker"
+	"github.com/ferry-sidecar/ferry/internal/redisconn"
+	"github.com/ferry-sidecar/ferry/metrics"
+	"github.com/ferry-sidecar/ferry/outbox"
+	"github.com/ferry-sidecar/ferry/retry"
+	"github.com/ferry-sidecar/ferry/stream"
+)
+
+// Batch limits: a batch is what is waiting, up to these.
+const (
+	MaxRecords = 512
+	MaxBytes   = 4 << 20
+	// CommitEvery bounds how often the checkpoint is persisted while
+	// records keep coming: each commit costs fsyncs of its own. A crash
+	// re-sends at most this much (dedupe absorbs it); an idle relay
+	// commits at once after this delay.
+	CommitEvery = 100 * time.Millisecond
+)
+
+// Log is the part of the outbox the relay reads and commits.
+type Log interface {
+	Checkpoint() outbox.Position
+	Read(from outbox.Position, maxRecords, maxBytes int) ([]outbox.Entry, error)
+	Commit(p outbox.Position) error
+	Notify() <-chan struct{}
+}
+
+// TopicRecorder learns the topics the relay sent to (retention trims them).
+type TopicRecorder interface{ Add(topic string) }
+
+// Relay is the outbox → Redis loop.
+type Relay struct {
+	log       *slog.Logger
+	outbox    Log
+	rdb       redis.UniversalClient
+	metrics   *metrics.Metrics
+	topics    TopicRecorder
+	breaker   *breaker.Set
+	committed chan struct{}
+}
+
+// New returns a relay from ob to rdb; topics may be nil.
+func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, log *slog.Logger) *Relay {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Relay{
+		log:     log,
+		outbox:  ob,
+		rdb:     rdb,
+		metrics: m,
+		topics:  topics,
+		breaker: breaker.New(breaker.Settings{FailureRatio: 1, MinRequests: 3, Window: 5 * time.Second, OpenTimeout: 2 * time.Second,
+			OnStateChange: func(_ string, from, to breaker.State) {
+				log.Warn("relay breaker", "from", from.String(), "to", to.String())
+			}}),
+		committed: make(chan struct{}, 1),
+	}
+}
+
+// Committed is signalled after each checkpoint commit (the shutdown drain waits on it).
+func (r *Relay) Committed() <-chan struct{} { return r.committed }
+
+// Run relays until ctx ends; it returns nil then, after committing what
+// was sent.
+func (r *Relay) Run(ctx context.Context) error {
+	pos := r.outbox.Checkpoint()
+	failures := 0
+	dirty, lastCommit := false, time.Now() // dirty: pos is relayed but not committed
+	commit := func() {
+		if err := r.outbox.Commit(pos); err != nil {
+			// The records are in Redis; failing to persist the checkpoint
+			// re-sends them after a restart, which dedupe absorbs.
+			r.log.Error("relay commit checkpoint", "err", err)
+		}
+		dirty, lastCommit = false, time.Now()
+		select {
+		case r.committed <- struct{}{}:
+		default:
+		}
+	}
+	defer func() {
+		if dirty {
+			commit()
+		}
+	}()
+	for ctx.Err() == nil {
+		entries, err := r.outbox.Read(pos, MaxRecords, MaxBytes)
+		if err != nil {
+			r.log.Error("relay read outbox", "err", err)
+			if !retry.Sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		if len(entries) == 0 {
+			if !r.idle(ctx, dirty, lastCommit, commit) {
+				return nil
+			}
+			continue
+		}
+		if err := r.send(ctx, entries); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			if dirty {
+				// What went through before is in Redis: persist that now, or
+				// an outage keeps it pending, counted as left at shutdown
+				// and sent again after a restart.
+				commit()
+			}
+			if !errors.Is(err, breaker.ErrOpen) {
+				r.metrics.RelayRecords.WithLabelValues("error").Add(float64(len(entries)))
+				if failures == 1 || failures%50 == 0 {
+					r.log.Warn("relay to redis", "records", len(entries), "failures", failures, "err", redisconn.RedactErr(err))
+				}
+			}
+			if !retry.Sleep(ctx, redisconn.Backoff.Delay(min(failures, 30), 0)) {
+				return nil
+			}
+			continue
+		}
+		if failures > 0 {
+			r.log.Info("relay resumed", "failures", failures)
+			failures = 0
+		}
+		pos, dirty = entries[len(entries)-1].Next, true
+		r.metrics.RelayRecords.WithLabelValues("ok").Add(float64(len(entries)))
+		if time.Since(lastCommit) >= CommitEvery {
+			commit()
+		}
+	}
+	return nil
+}
+
+// idle waits for new records (Notify), committing a dirty checkpoint once
+// CommitEvery has passed; false when ctx ended.
+func (r *Relay) idle(ctx context.Context, dirty bool, lastCommit time.Time, commit func()) bool {
+	wait := time.Second // a safety net; Notify is the signal
+	if dirty {
+		wait = max(0, CommitEvery-time.Since(lastCommit))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-r.outbox.Notify():
+	case <-t.C:
+		if dirty {
+			commit()
+		}
+	}
+	return true
+}
+
+// send XADDs entries in one pipeline, in order.
+func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
+	done, err := r.breaker.Allow("relay")
+	if err != nil {
+		return err
+	}
+	pipe := r.rdb.Pipeline()
+	prevTopic := ""
+	for _, e := range entries {
+		ev, err := stream.DecodeEvent(e.Data)
+		if err != nil {
+			// Cannot happen for records ferry wrote (CRC-checked); skipping
+			// one would still be better than blocking the outbox forever.
+			r.log.Error("relay skip malformed record", "segment", e.Next.Segment, "offset", e.Next.Offset, "err", err)
+			continue
+		}
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream.Key(ev.Topic), Values: ev.Values(e.Time)})
+		if ev.Topic != prevTopic && r.topics != nil { // a batch is mostly one topic: one call, not one per record
+			r.topics.Add(ev.Topic)
+			prevTopic = ev.Topic
+		}
+	}
+	_, err = pipe.Exec(ctx)
+	done(err == nil)
+	return err
+}
