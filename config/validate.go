@@ -69,6 +69,8 @@ func (c Config) Validate() error {
 		bad("APP_ID", "%q: use letters, digits, '.', '_' and '-' (at most 128)", c.AppID)
 	}
 	c.validateRedis(bad)
+	c.validateNumbers(bad)
+	c.validateChoices(bad)
 	if u, err := url.Parse(c.AppURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("APP_URL", "%q: want an http:// or https:// base URL", c.AppURL)
 	}
@@ -87,6 +89,11 @@ func (c Config) Validate() error {
 	if c.AppHealthPath != "" && !strings.HasPrefix(c.AppHealthPath, "/") {
 		bad("APP_HEALTH_PATH", "%q: must start with /", c.AppHealthPath)
 	}
+	return errors.Join(errs...)
+}
+
+// validateNumbers checks sizes, counts, durations and rates: above 0 or not negative.
+func (c Config) validateNumbers(bad func(string, string, ...any)) {
 	positive := []struct {
 		name string
 		v    float64
@@ -132,6 +139,10 @@ func (c Config) Validate() error {
 			bad(p.name, "must not be negative")
 		}
 	}
+}
+
+// validateChoices checks the variables that take one of a few values.
+func (c Config) validateChoices(bad func(string, string, ...any)) {
 	if c.RetryInitialInterval > c.RetryMaxInterval && c.RetryMaxInterval > 0 {
 		bad("RETRY_INITIAL_INTERVAL", "%s is above FERRY_RETRY_MAX_INTERVAL (%s)", c.RetryInitialInterval, c.RetryMaxInterval)
 	}
@@ -155,7 +166,6 @@ func (c Config) Validate() error {
 	if !stream.ValidTopic(c.PubsubName) {
 		bad("PUBSUB_NAME", "%q: use letters, digits, '.', '_' and '-'", c.PubsubName)
 	}
-	return errors.Join(errs...)
 }
 
 // validateRedis checks the URL against the mode; the URL may hold a

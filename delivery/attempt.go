@@ -45,41 +45,38 @@ func (s *Subscriber) attempt(ctx context.Context, d *delivery) outcome {
 	}
 	dkey := stream.DedupeKey(s.opts.Topic, s.opts.AppID, d.msg.ID)
 	if !d.replay {
-		o, claimed := s.claimDedupe(ctx, d, dkey)
-		if !claimed {
+		if o, claimed := s.claimDedupe(ctx, d, dkey); !claimed {
 			return o
 		}
 	}
-	release := func() {
-		if d.replay {
-			return
-		}
-		s.unhold(d.msg.ID)
-		if err := s.deps.Dedupe.Release(ctx, dkey); err != nil {
-			s.log.Warn("release dedupe claim", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
-		}
+	o := s.post(ctx, d)
+	if o.verdict != settle && !d.replay {
+		s.release(ctx, d, dkey) // the app does not have it: another copy or replica may deliver it
 	}
+	return o
+}
+
+// post waits for the rate limiter and the breaker, POSTs d once and
+// classifies the answer.
+func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	if s.limiter != nil {
 		if r := s.limiter.Reserve(); r.Delay() > 0 {
 			s.m.Throttled.WithLabelValues("delivery").Inc()
 			if !retry.Sleep(ctx, r.Delay()) {
 				r.Cancel()
-				release()
 				return outcome{verdict: abandon}
 			}
 		}
 	}
 	done, err := s.deps.Breakers.Allow(s.opts.Topic)
 	if err != nil {
-		release()
 		return outcome{verdict: wait, delay: waitNoAttempt} // refused by the breaker: no attempt used
 	}
 	start := time.Now()
-	status, retryAfter, perr := s.post(ctx, d)
+	status, retryAfter, perr := s.send(ctx, d)
 	if ctx.Err() != nil && status == 0 {
 		// Cut off by shutdown: not the app's failure, not an attempt.
 		done(true)
-		release()
 		return outcome{verdict: abandon}
 	}
 	result := retry.Classify(status, perr)
@@ -95,16 +92,21 @@ func (s *Subscriber) attempt(ctx context.Context, d *delivery) outcome {
 		d.delivered = true
 		return outcome{verdict: settle}
 	case result == retry.Poison:
-		release()
 		return outcome{verdict: deadLetter, reason: "poison"}
 	case s.deps.Retry.Exhausted(d.attempt):
-		release()
 		return outcome{verdict: deadLetter, reason: "exhausted"}
 	}
-	release()
 	delay := s.deps.Retry.Delay(d.attempt, retryAfter)
 	s.log.Debug("delivery retry", "msg_id", d.msg.ID, "attempt", d.attempt, "result", string(result), "delay", delay)
 	return outcome{verdict: retryLater, delay: delay}
+}
+
+// release gives up d's dedupe claim and this replica's hold on its id.
+func (s *Subscriber) release(ctx context.Context, d *delivery, dkey string) {
+	s.unhold(d.msg.ID)
+	if err := s.deps.Dedupe.Release(ctx, dkey); err != nil {
+		s.log.Warn("release dedupe claim", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
+	}
 }
 
 // claimDedupe takes d's dedupe claim (or uses the one preclaim took at read

@@ -30,9 +30,9 @@ func NewClient(conns int) *http.Client {
 	}
 }
 
-// post sends one attempt of d to the app and returns the status (0 when
+// send sends one attempt of d to the app and returns the status (0 when
 // there was no answer), the Retry-After it asked for, and the transport error.
-func (s *Subscriber) post(ctx context.Context, d *delivery) (int, time.Duration, error) {
+func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(d.msg.Body))

@@ -37,6 +37,9 @@ func (d *delivery) key() string { return d.stream + " " + d.msg.StreamID }
 // pending entries, then reads new ones, and every claim interval takes
 // over entries other consumers left idle. It stops reading while the
 // breaker is open or the window is full.
+//
+// One loop on purpose: the phase (own pending, claims, new entries) and
+// the failure count are its state.
 func (s *Subscriber) read(ctx context.Context) {
 	failures := 0
 	backoff := func(err error) bool {

@@ -60,38 +60,62 @@ func (s *Subscriber) settler(ctx context.Context) {
 // settleBatch completes and acks batch; what fails waits and is settled
 // again later (only these steps: the app has it).
 func (s *Subscriber) settleBatch(ctx context.Context, batch []settleReq) {
-	keys := make([]string, 0, len(batch))
-	completions := 0
-	for _, r := range batch {
-		if r.complete {
-			keys = append(keys, stream.DedupeKey(s.opts.Topic, s.opts.AppID, r.d.msg.ID))
-			completions++
-		}
-	}
+	pending := s.m.SettlePending.WithLabelValues(s.opts.Topic)
 	retryAll := func(what string, err error) {
 		s.log.Warn(what, "messages", len(batch), "err", redisconn.RedactErr(err))
 		for _, r := range batch {
 			if ctx.Err() == nil {
-				s.later(r.d, waitNoAttempt, false)
+				s.later(r.d, waitNoAttempt, false) // the settle verdict counts it as waiting again
 			}
 		}
-		s.m.SettlePending.WithLabelValues(s.opts.Topic).Sub(float64(completions)) // counted again when retried
 	}
-	if err := s.deps.Dedupe.Complete(ctx, keys...); err != nil {
+	completions, err := s.complete(ctx, batch)
+	pending.Sub(float64(completions))
+	if err != nil {
 		retryAll("complete dedupe claims", err)
 		return
 	}
-	s.m.SettlePending.WithLabelValues(s.opts.Topic).Sub(float64(completions))
+	if err := s.ack(ctx, batch); err != nil {
+		retryAll("ack", err)
+		return
+	}
+	now := time.Now()
+	for _, r := range batch {
+		s.finish(r.d)
+		switch {
+		case r.duplicate:
+			s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
+			s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
+		case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
+			s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
+		}
+	}
+}
+
+// complete marks the deliveries of batch the app took as done in the
+// dedupe store, in one round trip, and releases this replica's hold on
+// their ids. It returns how many completions it tried.
+func (s *Subscriber) complete(ctx context.Context, batch []settleReq) (int, error) {
+	keys := make([]string, 0, len(batch))
+	for _, r := range batch {
+		if r.complete {
+			keys = append(keys, stream.DedupeKey(s.opts.Topic, s.opts.AppID, r.d.msg.ID))
+		}
+	}
+	if err := s.deps.Dedupe.Complete(ctx, keys...); err != nil {
+		return len(keys), err
+	}
 	for _, r := range batch {
 		if r.complete {
 			s.unhold(r.d.msg.ID)
 		}
 	}
-	for i := range batch {
-		batch[i].complete = false // done: a retried ack must not count it as waiting again
-	}
+	return len(keys), nil
+}
 
-	// One XACK per stream with every id; redrive entries are also deleted.
+// ack XACKs every entry of batch, one XACK per stream; redrive entries
+// are also deleted (that stream is this group's own).
+func (s *Subscriber) ack(ctx context.Context, batch []settleReq) error {
 	var topicIDs, redriveIDs []string
 	for _, r := range batch {
 		if r.d.stream == s.redrive {
@@ -110,20 +134,5 @@ func (s *Subscriber) settleBatch(ctx context.Context, batch []settleReq) {
 		}
 		return nil
 	})
-	if err != nil {
-		completions = 0
-		retryAll("ack", err)
-		return
-	}
-	now := time.Now()
-	for _, r := range batch {
-		s.finish(r.d)
-		switch {
-		case r.duplicate:
-			s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
-			s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
-		case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
-			s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
-		}
-	}
+	return err
 }

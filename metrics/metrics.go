@@ -73,6 +73,8 @@ var DeliveryResults = []string{"success", "retry", "timeout", "error", "unreacha
 // New registers ferry's metrics on reg and initialises every label value
 // known from the start, so that each family is exported at once. version
 // is ferry's build version, for ferry_build_info.
+// It is long because it is the one table of every family, kept in one
+// place so that the names can be checked against DESIGN.md at a glance.
 func New(reg prometheus.Registerer, version string, subscriptions []string) *Metrics {
 	f := promauto.With(reg)
 	sub := []string{"subscription"}

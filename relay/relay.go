@@ -73,6 +73,9 @@ func (r *Relay) Committed() <-chan struct{} { return r.committed }
 
 // Run relays until ctx ends; it returns nil then, after committing what
 // was sent.
+//
+// It is one loop on purpose: the position, the dirty flag and the failure
+// count are its state, and splitting it would pass all three around.
 func (r *Relay) Run(ctx context.Context) error {
 	pos := r.outbox.Checkpoint()
 	failures := 0

@@ -58,6 +58,9 @@ var countRange = redis.NewScript(`return #redis.call('XRANGE', KEYS[1], ARGV[1],
 // entry) skips the max-len trim: never trimming too much wins.
 //
 // It reports whether ownGroup is what holds trimming back (it lags past retention).
+//
+// It is one function on purpose: the decision needs every group's figures
+// at once, and reads best next to the rules above.
 func (t *Trimmer) Trim(ctx context.Context, topic, ownGroup string) (ownBlocked bool, err error) {
 	defer t.rounds.Add(1)
 	key := stream.Key(topic)

@@ -24,33 +24,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	servers.Go(func() { serveErr <- adminSrv.Serve(s.adminLn) })
 	s.admin.SetReady()
 
-	work, stopWork := context.WithCancel(context.Background())      // readers, refreshers, watchers
-	relayCtx, stopRelay := context.WithCancel(context.Background()) // the relay outlives work: it drains
-	hard, stopHard := context.WithCancel(context.Background())      // in-flight deliveries
-	defer stopWork()
-	defer stopRelay()
-	defer stopHard()
-
-	var loops, subs sync.WaitGroup
-	loops.Go(func() { _ = s.relay.Run(relayCtx) })
-	for _, sub := range s.subs {
-		subs.Go(func() { _ = sub.Run(work, hard) })
-	}
-	subsDone := make(chan struct{})
-	loops.Go(func() { subs.Wait(); close(subsDone) })
-	loops.Go(func() { s.checkRedis(work) })
-	outboxFailed := make(chan error, 1)
-	loops.Go(func() { s.watchOutbox(work, outboxFailed) })
-	loops.Go(func() {
-		_ = s.trimmer.Run(work, &s.topics, s.subscribes, s.refreshEvery, s.log)
-	})
+	p := s.start()
+	defer p.stop()
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		runErr = fmt.Errorf("serve: %w", err)
-	case err := <-outboxFailed:
+	case err := <-p.outboxFailed:
 		// Every publish answers 503 now; a restart reopens and repairs the
 		// outbox, so exit loudly (after draining what is there) and let the
 		// orchestrator restart ferry.
@@ -61,19 +43,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	// Shutdown, within FERRY_SHUTDOWN_TIMEOUT.
 	budget, cancelBudget := context.WithTimeout(context.Background(), s.cfg.ShutdownBudget)
 	defer cancelBudget()
-	s.admin.SetShuttingDown()
-	s.publish.Close() // the listener stays open: new publishes get 503 shutting-down until exit
-	s.log.Info("shutdown started", "budget", s.cfg.ShutdownBudget.String())
-	stopWork() // consumers stop reading; in-flight deliveries finish until the budget ends
-	select {
-	case <-subsDone:
-	case <-budget.Done():
-		stopHard()
-		<-subsDone
-	}
-	remaining := s.drain(budget)
-	stopRelay()
-	loops.Wait()
+	remaining := s.stopParts(budget, p)
 	_ = publishSrv.Shutdown(budget)
 	_ = adminSrv.Shutdown(budget)
 	servers.Wait()
@@ -87,6 +57,59 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.log.Info("shutdown complete", "records", 0)
 	return runErr
+}
+
+// running are the started parts: the contexts that stop them and what joins them.
+type running struct {
+	stopWork, stopRelay, stopHard context.CancelFunc
+	loops                         sync.WaitGroup // the relay and the loops below
+	subsDone                      chan struct{}
+	outboxFailed                  chan error
+}
+
+func (p *running) stop() { p.stopWork(); p.stopRelay(); p.stopHard() }
+
+// start runs the relay, one subscriber per subscription and the watchers,
+// each under the context that stops it: work (readers, refreshers,
+// watchers), the relay's own (it outlives work: it drains), hard
+// (in-flight deliveries).
+func (s *Sidecar) start() *running {
+	p := &running{subsDone: make(chan struct{}), outboxFailed: make(chan error, 1)}
+	work, stopWork := context.WithCancel(context.Background())
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	hard, stopHard := context.WithCancel(context.Background())
+	p.stopWork, p.stopRelay, p.stopHard = stopWork, stopRelay, stopHard
+	p.loops.Go(func() { _ = s.relay.Run(relayCtx) })
+	var subs sync.WaitGroup
+	for _, sub := range s.subs {
+		subs.Go(func() { _ = sub.Run(work, hard) })
+	}
+	p.loops.Go(func() { subs.Wait(); close(p.subsDone) })
+	p.loops.Go(func() { s.checkRedis(work) })
+	p.loops.Go(func() { s.watchOutbox(work, p.outboxFailed) })
+	p.loops.Go(func() { _ = s.trimmer.Run(work, &s.topics, s.subscribes, s.refreshEvery, s.log) })
+	return p
+}
+
+// stopParts stops what start started, in order, within budget: not ready
+// and publish answering 503 (its listener stays open), consumers stop
+// reading while in-flight deliveries finish, the relay drains the outbox.
+// It returns the records left in the outbox once every loop has ended.
+func (s *Sidecar) stopParts(budget context.Context, p *running) int64 {
+	s.admin.SetShuttingDown()
+	s.publish.Close()
+	s.log.Info("shutdown started", "budget", s.cfg.ShutdownBudget.String())
+	p.stopWork()
+	select {
+	case <-p.subsDone:
+	case <-budget.Done():
+		p.stopHard()
+		<-p.subsDone
+	}
+	remaining := s.drain(budget)
+	p.stopRelay()
+	p.loops.Wait()
+	return remaining
 }
 
 // drain waits until the relay has emptied the outbox or the budget ends,
