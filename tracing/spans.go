@@ -44,6 +44,14 @@ const (
 // A custom value is what the conventions prescribe for a system not listed.
 var System = semconv.MessagingSystemKey.String("ferry")
 
+// Span kinds, made once: an option is an interface value.
+var (
+	kindServer   = trace.WithSpanKind(trace.SpanKindServer)
+	kindProducer = trace.WithSpanKind(trace.SpanKindProducer)
+	kindConsumer = trace.WithSpanKind(trace.SpanKindConsumer)
+	kindClient   = trace.WithSpanKind(trace.SpanKindClient)
+)
+
 // FieldTraceparent is the stream record field that holds ferry's publish
 // span context as a W3C traceparent ("tp", next to "id", "src", "pub",
 // "ct"). The app's own traceparent stays in "h:Traceparent", unchanged.
@@ -60,9 +68,10 @@ func (t *Tracer) StartPublish(ctx context.Context, h http.Header, topic string) 
 	if !t.Enabled() {
 		return ctx, Publish{}
 	}
-	ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
+	// Canonical names: HeaderCarrier's lower-case lookups would allocate.
+	ctx = propagation.TraceContext{}.Extract(ctx, carrier{h.Get(headerTraceparent), h.Get(headerTracestate)})
 	ctx, span := t.tracer.Start(ctx, operationPublish+" "+topic,
-		trace.WithSpanKind(trace.SpanKindServer),
+		kindServer,
 		trace.WithAttributes(
 			System,
 			semconv.MessagingDestinationName(topic),
@@ -201,7 +210,7 @@ func (s *Send) End(err error) {
 			ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 		}
 		_, span := s.t.tracer.Start(ctx, operationSend+" "+topic,
-			trace.WithSpanKind(trace.SpanKindProducer),
+			kindProducer,
 			trace.WithTimestamp(s.start),
 			trace.WithLinks(links...),
 			trace.WithAttributes(attrs...))
@@ -263,7 +272,7 @@ func (t *Tracer) StartProcess(m Message) Process {
 		attrs = append(attrs, ReplayKey.Bool(true))
 	}
 	_, span := t.tracer.Start(ctx, operationProcess+" "+m.Topic,
-		trace.WithSpanKind(trace.SpanKindConsumer),
+		kindConsumer,
 		trace.WithAttributes(attrs...))
 	return Process{t: t, span: span}
 }
@@ -280,7 +289,7 @@ func (p Process) StartAttempt(route string, attempt int) Attempt {
 	}
 	ctx := trace.ContextWithSpan(context.Background(), p.span)
 	_, span := p.t.tracer.Start(ctx, http.MethodPost+" "+route,
-		trace.WithSpanKind(trace.SpanKindClient),
+		kindClient,
 		trace.WithAttributes(
 			semconv.HTTPRequestMethodPost,
 			semconv.URLTemplate(route),
