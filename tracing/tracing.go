@@ -48,6 +48,10 @@ type Tracer struct {
 // with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none) it returns an
 // off Tracer and creates no exporter. An invalid value is a *VarError
 // naming the variable; ferry exits 2 on it.
+//
+// A Tracer that is on installs the process-wide OpenTelemetry error handler
+// and logger, so that the SDK's complaints reach Settings.Logger: ferry
+// makes one Tracer per process.
 func New(ctx context.Context, s Settings) (*Tracer, error) {
 	env, err := readEnv()
 	if err != nil {
@@ -60,9 +64,9 @@ func New(ctx context.Context, s Settings) (*Tracer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	attrs := []resource.Option{
-		resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(semconv.ServiceName(s.ServiceName)),
+	attrs := []resource.Option{resource.WithSchemaURL(semconv.SchemaURL)}
+	if s.ServiceName != "" {
+		attrs = append(attrs, resource.WithAttributes(semconv.ServiceName(s.ServiceName)))
 	}
 	if s.ServiceVersion != "" {
 		attrs = append(attrs, resource.WithAttributes(semconv.ServiceVersion(s.ServiceVersion)))
