@@ -38,11 +38,11 @@ const (
 	eventWait         = "wait"
 )
 
-// System is the messaging.system value of ferry's spans. The conventions
+// system is the messaging.system value of ferry's spans. The conventions
 // list no value for Redis Streams, and what the app talks to is ferry: its
 // API, its wire format, its delivery semantics; Redis is ferry's storage.
 // A custom value is what the conventions prescribe for a system not listed.
-var System = semconv.MessagingSystemKey.String("ferry")
+var system = semconv.MessagingSystemKey.String("ferry")
 
 // Span kinds, made once: an option is an interface value.
 var (
@@ -73,7 +73,7 @@ func (t *Tracer) StartPublish(ctx context.Context, h http.Header, topic string) 
 	ctx, span := t.tracer.Start(ctx, operationPublish+" "+topic,
 		kindServer,
 		trace.WithAttributes(
-			System,
+			system,
 			semconv.MessagingDestinationName(topic),
 			// The publish span is the message's creation context: the relay's
 			// send span links to it and the consumer's process span hangs under it.
@@ -195,7 +195,7 @@ func (s *Send) End(err error) {
 			links = append(links, trace.Link{SpanContext: r.sc, Attributes: []attribute.KeyValue{semconv.MessagingMessageID(r.id)}})
 		}
 		attrs := []attribute.KeyValue{
-			System,
+			system,
 			semconv.MessagingDestinationName(topic),
 			semconv.MessagingOperationTypeSend,
 			semconv.MessagingOperationName(operationSend),
@@ -261,7 +261,7 @@ func (t *Tracer) StartProcess(m Message) Process {
 	}
 	attrs := make([]attribute.KeyValue, 0, 7)
 	attrs = append(attrs,
-		System,
+		system,
 		semconv.MessagingDestinationName(m.Topic),
 		semconv.MessagingConsumerGroupName(m.Group),
 		semconv.MessagingMessageID(m.ID),
