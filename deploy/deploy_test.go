@@ -594,7 +594,7 @@ func TestAlerts(t *testing.T) {
 	})
 }
 
-// prometheusRule is kubernetes/prometheusrule.yaml: alerts.yaml wrapped in a
+// prometheusRule is kubernetes/base/prometheusrule.yaml: alerts.yaml wrapped in a
 // PrometheusRule, so the two cannot drift.
 func prometheusRule(alerts []byte) []byte {
 	var b bytes.Buffer
