@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 )
 
 // What the component promises; the tests hold the manifests to it.
@@ -451,7 +450,7 @@ func checkSupporting(t *testing.T, r *rendered) {
 		t.Fatal(err)
 	}
 	var alerts ruleGroups
-	if err := yaml.UnmarshalStrict(b, &alerts); err != nil {
+	if err := decodeStrict(b, &alerts); err != nil {
 		t.Fatalf("%s: %v", alertsFile, err)
 	}
 	if !reflect.DeepEqual(pr.Spec, alerts) {

@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -184,14 +186,28 @@ func render(t *testing.T, dir string) *rendered {
 	return r
 }
 
-// strict decodes one object, refusing unknown and duplicate fields.
+// strict decodes one object the way the API server's strict field
+// validation does: duplicate YAML keys, unknown fields and fields that match
+// only case-insensitively (readOnlyRootFileSystem) are errors.
 func strict[T any](t *testing.T, where string, y []byte) *T {
 	t.Helper()
 	v := new(T)
-	if err := yaml.UnmarshalStrict(y, v); err != nil {
+	if err := decodeStrict(y, v); err != nil {
 		t.Errorf("%s: strict decoding: %v", where, err)
 	}
 	return v
+}
+
+func decodeStrict(y []byte, v any) error {
+	j, err := yaml.YAMLToJSONStrict(y)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := kjson.UnmarshalStrict(j, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
 }
 
 // readObjects decodes a multi-document YAML file strictly into T, one per
@@ -249,17 +265,27 @@ func designVars(t *testing.T) map[string]bool {
 	return vars
 }
 
-func TestRenderRefusesUnknownFields(t *testing.T) {
-	where := "a Deployment with a misspelt field"
-	bad := []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      initContainers:\n        - name: ferry\n          restartPolicyy: Always\n")
-	if err := yaml.UnmarshalStrict(bad, new(appsv1.Deployment)); err == nil {
-		t.Errorf("%s decoded without error: strict decoding is not strict", where)
+// TestStrictDecoding: the decoder the tests rely on refuses what the API
+// server's strict field validation refuses.
+func TestStrictDecoding(t *testing.T) {
+	for name, doc := range map[string]string{
+		"misspelt field": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n" +
+			"      initContainers:\n        - name: ferry\n          restartPolicyy: Always\n",
+		"field in the wrong case": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n" +
+			"      containers:\n        - name: ferry\n          securityContext: {readOnlyRootFileSystem: true}\n",
+		"duplicate key": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {A: a}\ndata: {B: b}\n",
+	} {
+		if err := decodeStrict([]byte(doc), new(appsv1.Deployment)); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
 	}
-	dup := []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {A: a}\ndata: {B: b}\n")
-	if err := yaml.UnmarshalStrict(dup, new(corev1.ConfigMap)); err == nil {
-		t.Error("a duplicate field decoded without error")
-	}
-	if err := yaml.UnmarshalStrict([]byte("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\nspec:\n  scaleTargetRef: {name: x}\n  triggers:\n    - type: redis-streams\n      metdata: {stream: s}\n"), new(scaledObject)); err == nil {
+	so := "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\nspec:\n  scaleTargetRef: {name: x}\n" +
+		"  triggers:\n    - type: redis-streams\n      metdata: {stream: s}\n"
+	if err := decodeStrict([]byte(so), new(scaledObject)); err == nil {
 		t.Error("a ScaledObject with a misspelt field decoded without error")
+	}
+	good := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: 2\n"
+	if err := decodeStrict([]byte(good), new(appsv1.Deployment)); err != nil {
+		t.Errorf("a valid Deployment: %v", err)
 	}
 }
