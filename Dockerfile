@@ -25,7 +25,7 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/ferry-sidecar
 # here and copied with nonroot's uid:gid (65532). A named Docker volume mounted
 # on /var/lib/ferry starts as a copy of it, owned by nonroot. In Kubernetes the
 # volume replaces it: emptyDir is world-writable; a PVC needs fsGroup: 65532
-# (see deploy/kubernetes/deployment.yaml).
+# (see deploy/kubernetes/components/ferry/sidecar.yaml).
 RUN mkdir -p /out/var/lib/ferry/outbox
 
 FROM gcr.io/distroless/static-debian12:nonroot

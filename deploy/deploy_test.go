@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,26 +33,19 @@ import (
 	"github.com/ferry-sidecar/ferry/sidecar"
 )
 
-var update = flag.Bool("update", false, "rewrite kubernetes/prometheusrule.yaml from prometheus/alerts.yaml")
+var update = flag.Bool("update", false, "rewrite kubernetes/base/prometheusrule.yaml from prometheus/alerts.yaml")
 
 const (
 	dashboardFile      = "grafana/ferry.json"
 	alertsFile         = "prometheus/alerts.yaml"
 	alertsTestFile     = "prometheus/alerts_test.yaml"
-	prometheusRuleFile = "kubernetes/prometheusrule.yaml"
-	deploymentFile     = "kubernetes/deployment.yaml"
-	secretFile         = "kubernetes/secret.yaml"
-	redisFile          = "kubernetes/redis.yaml"
+	prometheusRuleFile = "kubernetes/base/prometheusrule.yaml"
 	dockerfile         = "../Dockerfile"
 
 	// buildCmd is the Dockerfile's build command; the test builds the same way
 	// with VERSION=test and checks the Dockerfile still says this.
 	versionVar = "github.com/ferry-sidecar/ferry/sidecar.Version"
 	buildCmd   = `CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X ` + versionVar + `=${VERSION}" -o /out/ferry ./cmd/ferry`
-
-	// defaultOutboxMaxBytes is FERRY_OUTBOX_MAX_BYTES's default, which
-	// FerryOutboxFilling hard-codes because ferry does not export it.
-	defaultOutboxMaxBytes = "1073741824"
 )
 
 // The -X flag silently does nothing when its target is missing or not a string
@@ -248,7 +240,7 @@ func TestMetricRefs(t *testing.T) {
 	// Names ferry does not export, and a histogram's bare name, which selects
 	// no series.
 	for _, name := range []string{"ferry_publish_requests", "ferry_deadletters_total_count", "ferry_consumer_lag_bucket",
-		"ferry_outbox_max_bytes", "ferry_delivery_duration_seconds"} {
+		"ferry_outbox_bytes_max", "ferry_delivery_duration_seconds"} {
 		if known[name] != nil {
 			t.Errorf("%s should not count as exported", name)
 		}
@@ -522,7 +514,7 @@ func parseAlerts(t *testing.T, path string) []alertRule {
 }
 
 var requiredAlerts = []string{"FerryOutboxFilling", "FerryOutboxStale", "FerryBreakerOpen",
-	"FerryDeadLettersIncreasing", "FerryConsumerLagGrowing", "FerryRedisDown"}
+	"FerryDeadLettersIncreasing", "FerryConsumerLagGrowing", "FerryRedisDown", "FerryOutboxDiskFull", "FerryAppUnhealthy"}
 
 func TestAlerts(t *testing.T) {
 	known := seriesNames(exportedFamilies(t))
@@ -549,9 +541,13 @@ func TestAlerts(t *testing.T) {
 			t.Errorf("alert %s missing", a)
 		}
 	}
+	// Thresholds that follow each pod's own settings, not constants.
 	for _, r := range rules {
-		if r.name == "FerryOutboxFilling" && !strings.Contains(r.expr, "0.8 * "+defaultOutboxMaxBytes) {
-			t.Errorf("FerryOutboxFilling: expr %q does not use 80%% of the default FERRY_OUTBOX_MAX_BYTES %s", r.expr, defaultOutboxMaxBytes)
+		if r.name == "FerryOutboxFilling" && !strings.Contains(r.expr, "ferry_outbox_bytes / ferry_outbox_max_bytes") {
+			t.Errorf("FerryOutboxFilling: expr %q is not a ratio of ferry_outbox_bytes to ferry_outbox_max_bytes", r.expr)
+		}
+		if r.name == "FerryAppUnhealthy" && r.expr != "ferry_app_healthy == 0" {
+			t.Errorf("FerryAppUnhealthy: expr %q, want ferry_app_healthy == 0", r.expr)
 		}
 	}
 
@@ -600,7 +596,7 @@ func TestAlerts(t *testing.T) {
 	})
 }
 
-// prometheusRule is kubernetes/prometheusrule.yaml: alerts.yaml wrapped in a
+// prometheusRule is kubernetes/base/prometheusrule.yaml: alerts.yaml wrapped in a
 // PrometheusRule, so the two cannot drift.
 func prometheusRule(alerts []byte) []byte {
 	var b bytes.Buffer
@@ -678,12 +674,23 @@ func yamlDocs(b []byte) []string {
 	return docs
 }
 
+// TestManifestsWellFormed reads every YAML file under kubernetes/ and the
+// alert files as text: no tabs, and every Kubernetes document has apiVersion,
+// kind and metadata (kustomization files have no metadata). What the objects
+// say is checked by the kustomize tests in kubetest/, which render them.
 func TestManifestsWellFormed(t *testing.T) {
-	files, err := filepath.Glob("kubernetes/*.yaml")
+	var files []string
+	err := filepath.WalkDir("kubernetes", func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")) {
+			files = append(files, p)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{deploymentFile, secretFile, redisFile, prometheusRuleFile, "kubernetes/podmonitor.yaml"} {
+	for _, want := range []string{prometheusRuleFile, "kubernetes/base/kustomization.yaml", "kubernetes/components/ferry/kustomization.yaml",
+		"kubernetes/overlays/example/kustomization.yaml", "kubernetes/keda/kustomization.yaml"} {
 		if !slices.Contains(files, want) {
 			t.Errorf("%s missing", want)
 		}
@@ -711,13 +718,15 @@ func TestManifestsWellFormed(t *testing.T) {
 					top[m[1]] = strings.TrimSpace(m[2])
 				}
 			}
-			if top["apiVersion"] == "" || top["kind"] == "" || !strings.Contains(d, "\nmetadata:\n") {
+			kustomize := top["kind"] == "Kustomization" || top["kind"] == "Component"
+			if top["apiVersion"] == "" || top["kind"] == "" || (!kustomize && !strings.Contains(d, "\nmetadata:\n")) {
 				t.Errorf("%s document %d: needs top-level apiVersion, kind and metadata", f, i+1)
 			}
 			kinds[top["kind"]] = true
 		}
 	}
-	for _, k := range []string{"Deployment", "Secret", "PodMonitor", "PrometheusRule", "StatefulSet", "Service", "ConfigMap"} {
+	for _, k := range []string{"Kustomization", "Component", "Namespace", "Deployment", "Secret", "PodMonitor", "PrometheusRule",
+		"StatefulSet", "Service", "ConfigMap", "ScaledObject", "TriggerAuthentication"} {
 		if !kinds[k] {
 			t.Errorf("no %s among the manifests", k)
 		}
@@ -768,131 +777,6 @@ func TestEnvVarsExist(t *testing.T) {
 			}
 		}
 	}
-}
-
-// envValue finds `- name: NAME` and returns the following `value:` or the
-// secretKeyRef name/key below it.
-func envValue(manifest, name string) (value, secretName, secretKey string, ok bool) {
-	lines := strings.Split(manifest, "\n")
-	for i, l := range lines {
-		if strings.TrimSpace(l) != "- name: "+name {
-			continue
-		}
-		for j := i + 1; j < len(lines) && j < i+6; j++ {
-			s := strings.TrimSpace(lines[j])
-			if strings.HasPrefix(s, "- ") {
-				break
-			}
-			switch {
-			case strings.HasPrefix(s, "value:"):
-				return strings.Trim(strings.TrimSpace(strings.TrimPrefix(s, "value:")), `"`), "", "", true
-			case strings.HasPrefix(s, "name:"):
-				secretName = strings.TrimSpace(strings.TrimPrefix(s, "name:"))
-			case strings.HasPrefix(s, "key:"):
-				secretKey = strings.TrimSpace(strings.TrimPrefix(s, "key:"))
-			case strings.HasPrefix(s, "fieldPath:"):
-				return strings.TrimSpace(strings.TrimPrefix(s, "fieldPath:")), "", "", true
-			}
-		}
-		return "", secretName, secretKey, secretName != ""
-	}
-	return "", "", "", false
-}
-
-func TestDeployment(t *testing.T) {
-	b, err := os.ReadFile(deploymentFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dep := string(b)
-	for _, want := range []string{
-		"restartPolicy: Always", // native sidecar
-		"path: /healthz", "path: /readyz", "startupProbe:", "livenessProbe:", "readinessProbe:",
-		"containerPort: 7401", "runAsNonRoot: true", "readOnlyRootFilesystem: true",
-		"allowPrivilegeEscalation: false", `drop: ["ALL"]`, "type: RuntimeDefault", "fsGroup: 65532",
-		"mountPath: /var/lib/ferry", "cpu: 50m", "memory: 64Mi",
-	} {
-		if !strings.Contains(dep, want) {
-			t.Errorf("%s: lacks %q", deploymentFile, want)
-		}
-	}
-
-	if v, _, _, _ := envValue(dep, "HOSTNAME"); v != "metadata.name" {
-		t.Errorf("HOSTNAME comes from %q, want fieldRef metadata.name", v)
-	}
-	secretKeys := secretKeys(t)
-	for _, name := range []string{"FERRY_API_TOKEN", "FERRY_REDIS_URL"} {
-		_, sn, sk, ok := envValue(dep, name)
-		if !ok || sn == "" {
-			t.Errorf("%s: %s not from a Secret", deploymentFile, name)
-			continue
-		}
-		if !secretKeys[sn+"/"+sk] {
-			t.Errorf("%s: %s refers to %s/%s, which %s does not define", deploymentFile, name, sn, sk, secretFile)
-		}
-	}
-	for _, name := range []string{"FERRY_APP_ID", "FERRY_OUTBOX_DIR", "FERRY_ADMIN_ADDR", "FERRY_LISTEN_ADDR"} {
-		if _, _, _, ok := envValue(dep, name); !ok {
-			t.Errorf("%s: %s not set", deploymentFile, name)
-		}
-	}
-	if v, _, _, _ := envValue(dep, "FERRY_LISTEN_ADDR"); !strings.HasPrefix(v, "127.0.0.1:") {
-		t.Errorf("FERRY_LISTEN_ADDR = %q: the publish API should stay on loopback", v)
-	}
-	if v, _, _, _ := envValue(dep, "FERRY_OUTBOX_MAX_BYTES"); v != "" && v != defaultOutboxMaxBytes {
-		t.Errorf("FERRY_OUTBOX_MAX_BYTES = %s but FerryOutboxFilling assumes %s", v, defaultOutboxMaxBytes)
-	}
-
-	grace := regexp.MustCompile(`terminationGracePeriodSeconds: (\d+)`).FindStringSubmatch(dep)
-	shutdown, _, _, _ := envValue(dep, "FERRY_SHUTDOWN_TIMEOUT")
-	budget, err := time.ParseDuration(shutdown)
-	if grace == nil || err != nil {
-		t.Fatalf("%s: need terminationGracePeriodSeconds and FERRY_SHUTDOWN_TIMEOUT (got %v, %q)", deploymentFile, grace, shutdown)
-	}
-	if g, _ := strconv.Atoi(grace[1]); time.Duration(g)*time.Second <= budget {
-		t.Errorf("terminationGracePeriodSeconds %ds is not above FERRY_SHUTDOWN_TIMEOUT %s", g, budget)
-	}
-
-	redis, err := os.ReadFile(redisFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"appendonly yes", "appendfsync always", "maxmemory-policy noeviction"} {
-		if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(want) + `$`).Match(redis) {
-			t.Errorf("%s: redis.conf lacks %q", redisFile, want)
-		}
-	}
-}
-
-// secretKeys returns "name/key" for every stringData key of secret.yaml's Secrets.
-func secretKeys(t *testing.T) map[string]bool {
-	t.Helper()
-	b, err := os.ReadFile(secretFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]bool{}
-	for _, d := range yamlDocs(b) {
-		name, inData := "", false
-		for line := range strings.Lines(d) {
-			l := strings.TrimRight(line, "\n")
-			switch {
-			case strings.HasPrefix(l, "  name: ") && name == "":
-				name = strings.TrimPrefix(l, "  name: ")
-			case l == "stringData:" || l == "data:":
-				inData = true
-			case !strings.HasPrefix(l, " "):
-				inData = false
-			case inData && strings.HasPrefix(l, "  ") && !strings.HasPrefix(l, "   ") && !strings.HasPrefix(strings.TrimSpace(l), "#"):
-				k, _, _ := strings.Cut(strings.TrimSpace(l), ":")
-				keys[name+"/"+k] = true
-			}
-		}
-	}
-	if len(keys) == 0 {
-		t.Fatalf("%s: no secret keys found", secretFile)
-	}
-	return keys
 }
 
 func TestDockerfile(t *testing.T) {

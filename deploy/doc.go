@@ -4,8 +4,12 @@
 //   - grafana/ferry.json: the Grafana dashboard.
 //   - prometheus/alerts.yaml: alert rules with runbooks, and alerts_test.yaml,
 //     their promtool unit tests.
-//   - kubernetes/: an app with the ferry sidecar, its Secret, PodMonitor and
-//     PrometheusRule, and a Redis configured for ferry's guarantee.
+//   - kubernetes/: kustomize: components/ferry adds ferry as a native
+//     sidecar to any opted-in Deployment; base/ is the example app with its
+//     Secret, PodMonitor, PrometheusRule and a Redis configured for ferry's
+//     guarantee; overlays/example applies both; keda/ autoscales the example
+//     subscriber on its consumer-group lag. Their tests are in kubetest/, a
+//     module of its own (the kustomize API is a heavy dependency).
 //
 // The tests fail when the dashboard or an alert names a metric that ferry does
 // not export, when promtool rejects the rules or their unit tests, when the
