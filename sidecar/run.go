@@ -47,6 +47,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	_ = publishSrv.Shutdown(budget)
 	_ = adminSrv.Shutdown(budget)
 	servers.Wait()
+	s.client.CloseIdleConnections()
 	if err := s.outbox.Close(); err != nil {
 		s.log.Error("close outbox", "err", err)
 	}

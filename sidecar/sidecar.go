@@ -60,6 +60,7 @@ type Sidecar struct {
 	trimmer  *retention.Trimmer
 	topics   retention.Topics // published to; trimmed where no subscriber runs here
 	subs     []*delivery.Subscriber
+	client   *http.Client // deliveries to the app; its idle connections close at shutdown
 	publish  *publish.API
 	admin    *admin.API
 	relay    *relay.Relay
@@ -122,6 +123,7 @@ func (s *Sidecar) buildParts(ob durableLog) {
 		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics,
 	}, ob, s.metrics, s.log)
 	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"))
+	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions)))
 	s.subs = s.subscribers()
 	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, Gatherer: s.gatherer}
 	for _, sub := range s.subs {
@@ -139,7 +141,7 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		Dedupe:   dedupe.New(s.rdb, dedupe.Options{TTL: cfg.DedupeTTL, Lease: cfg.DedupeLease, Owner: cfg.Consumer}),
 		Breakers: s.breakers,
 		Retry:    retry.Policy{Initial: cfg.RetryInitialInterval, Max: cfg.RetryMaxInterval, MaxAttempts: cfg.RetryMaxAttempts},
-		Client:   delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions))),
+		Client:   s.client,
 		Metrics:  s.metrics,
 		Health:   s.health,
 		Trimmer:  s.trimmer,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/ferry-sidecar/ferry/retry"
 )
@@ -56,6 +57,7 @@ func New(o Options) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		o.applyTo(&opts.Password, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.PoolSize)
+		opts.MaintNotificationsConfig = noMaintNotifications()
 		return redis.NewClient(opts), nil
 	case Cluster:
 		opts, err := redis.ParseClusterURL(o.URL)
@@ -66,6 +68,7 @@ func New(o Options) (redis.UniversalClient, error) {
 			return nil, err
 		}
 		o.applyTo(&opts.Password, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.PoolSize)
+		opts.MaintNotificationsConfig = noMaintNotifications()
 		opts.MaxRedirects = 8 // a failover or reshard moves slots: follow MOVED/ASK further than the default 3
 		return redis.NewClusterClient(opts), nil
 	case Sentinel:
@@ -80,6 +83,13 @@ func New(o Options) (redis.UniversalClient, error) {
 		return redis.NewFailoverClient(opts), nil
 	}
 	return nil, &OptionError{Option: "Mode", Err: fmt.Errorf("%q: want standalone, cluster or sentinel", o.Mode)}
+}
+
+// noMaintNotifications turns off go-redis's maintenance notifications (a
+// Redis 8 / Enterprise feature): in "auto" mode each client starts a
+// cleanup goroutine that Close does not stop.
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 func badURL(mode string) error {
