@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-sidecar/ferry/stream"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -102,11 +104,10 @@ func (s State) String() string {
 }
 
 // Key returns the Redis key of one consumer group's dedupe state for one
-// message: ferry:{<topic>}:dedupe:<app id>:<message id>. The braces make the
-// topic a Redis Cluster hash tag, so a topic's keys share its stream's slot.
-func Key(topic, appID, msgID string) string {
-	return "ferry:{" + topic + "}:dedupe:" + appID + ":" + msgID
-}
+// message: stream.DedupeKey, ferry:{<topic>}:dedupe:<app id>:<message id>.
+// The braces make the topic a Redis Cluster hash tag, so a topic's keys
+// share its stream's slot.
+func Key(topic, appID, msgID string) string { return stream.DedupeKey(topic, appID, msgID) }
 
 // claimScript: absent ⇒ in progress under ARGV[1] for ARGV[2] ms; done ⇒ done;
 // in progress under ARGV[1] (the same owner) ⇒ lease refreshed, claimed again;
