@@ -102,7 +102,7 @@ func run(t *testing.T, p *Prober) {
 func TestHealthPath(t *testing.T) {
 	a, srv := newApp(t, http.StatusOK)
 	c := newChanges(t)
-	p, err := New(Config{URL: srv.URL, Path: "/healthz", Interval: 20 * time.Millisecond, Threshold: 3, OnChange: c.onChange})
+	p, err := New(Config{URL: srv.URL, Path: "/healthz", Interval: 100 * time.Millisecond, Timeout: 90 * time.Millisecond, Threshold: 3, OnChange: c.onChange})
 	if err != nil {
 		t.Fatal(err)
 	}
