@@ -220,7 +220,11 @@ func (p *Prober) Run(ctx context.Context) error {
 				timer.Stop()
 			}
 			p.report()
-			probing, next = true, 0
+			if p.Healthy() { // a probe passed since the Unreachable: nothing to do
+				probing, next = p.cfg.Path != "", p.cfg.Interval
+			} else {
+				probing, next = true, 0
+			}
 			continue
 		case <-due:
 		}

@@ -143,14 +143,14 @@ func TestBelowThresholdStaysHealthy(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := newChanges(t)
-	p, err := New(Config{URL: srv.URL, Path: "/healthz", Interval: 20 * time.Millisecond, Timeout: 19 * time.Millisecond, Threshold: 3, OnChange: c.onChange})
+	p, err := New(Config{URL: srv.URL, Path: "/healthz", Interval: 100 * time.Millisecond, Timeout: 90 * time.Millisecond, Threshold: 3, OnChange: c.onChange})
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, p)
 	c.next(true, "the first success")
 	deadline := time.Now().Add(10 * time.Second)
-	for n.Load() < 30 {
+	for n.Load() < 15 {
 		select {
 		case h := <-c.ch:
 			t.Fatalf("OnChange(%v) after %d probes, never 3 failures in a row (unless a probe timed out on a loaded machine)", h, n.Load())
