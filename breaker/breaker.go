@@ -56,6 +56,10 @@ const (
 	DefaultOpenTimeout    = 30 * time.Second
 	DefaultHalfOpenProbes = 1
 	DefaultWindow         = 60 * time.Second
+	// DefaultConsecutiveFailures is the default of
+	// FERRY_BREAKER_CONSECUTIVE_FAILURES. It is not applied to a zero
+	// Settings.ConsecutiveFailures, which turns the rule off.
+	DefaultConsecutiveFailures = 5
 )
 
 // windowBuckets is how finely the closed-state window rolls: outcomes age
@@ -80,6 +84,12 @@ const windowBuckets = 10
 // Window is the span of the rolling window over which a closed breaker
 // counts outcomes. If Window is 0, 60s is used.
 //
+// ConsecutiveFailures also trips a closed breaker after this many failures
+// in a row, whatever the window holds: after a busy minute the window is
+// full of successes and the ratio alone reacts late to an app that just
+// went away. If ConsecutiveFailures is 0, only the ratio trips (ferry's
+// configuration defaults it to DefaultConsecutiveFailures).
+//
 // OnStateChange, if not nil, is called on every transition with the name of
 // the breaker (see the package documentation for how it is called).
 type Settings struct {
@@ -88,7 +98,10 @@ type Settings struct {
 	OpenTimeout    time.Duration
 	HalfOpenProbes uint32
 	Window         time.Duration
-	OnStateChange  func(name string, from, to State)
+
+	ConsecutiveFailures uint32
+
+	OnStateChange func(name string, from, to State)
 }
 
 // Validate reports the first invalid field: a FailureRatio outside (0, 1]
@@ -153,11 +166,22 @@ func New(s Settings) *Set {
 
 // Allow asks the breaker called name whether a request may proceed. If it
 // may, done must be called exactly once with the outcome (false for what
-// counts as a failure: retry, timeout, error); later calls are ignored. If it
-// may not, err is ErrOpen and the request does not count.
+// counts as a failure: retry, timeout, error, unreachable); later calls are
+// ignored. If it may not, err is ErrOpen and the request does not count.
 func (s *Set) Allow(name string) (done func(success bool), err error) {
 	b := s.breaker(name)
-	report, err := b.cb.Allow()
+	b.mu.Lock()
+	if tr := b.trial; tr != nil {
+		defer b.mu.Unlock()
+		if tr.failed || tr.left == 0 {
+			return nil, ErrOpen
+		}
+		tr.left--
+		return b.trialDone(tr), nil
+	}
+	cb := b.cb
+	b.mu.Unlock()
+	report, err := cb.Allow()
 	b.flush()
 	if err != nil {
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
@@ -186,8 +210,7 @@ func (s *Set) State(name string) State {
 	if b == nil {
 		return Closed
 	}
-	st := fromGobreaker(b.cb.State())
-	b.flush()
+	st, _ := b.state()
 	return st
 }
 
@@ -200,9 +223,7 @@ func (s *Set) OpenUntil(name string) time.Time {
 	if b == nil {
 		return time.Time{}
 	}
-	st := fromGobreaker(b.cb.State())
-	b.flush()
-	if st != Open {
+	if st, _ := b.state(); st != Open {
 		return time.Time{}
 	}
 	b.mu.Lock()
@@ -214,7 +235,8 @@ func (s *Set) OpenUntil(name string) time.Time {
 // it is closed, or half-open with a probe left. It returns ctx.Err() if ctx
 // ends first. It sleeps while the breaker is open and, half-open with every
 // probe handed out, until a probe's outcome changes the state; it never
-// spins. Allow may still refuse afterwards if other callers got there first.
+// spins. Reset and Trial wake it at once. Allow may still refuse afterwards
+// if other callers got there first.
 func (s *Set) Wait(ctx context.Context, name string) error {
 	b := s.lookup(name)
 	if b == nil {
@@ -225,15 +247,14 @@ func (s *Set) Wait(ctx context.Context, name string) error {
 		changed := b.changed // taken before reading the state: no transition is missed
 		b.mu.Unlock()
 
-		st := fromGobreaker(b.cb.State())
-		b.flush()
+		st, probe := b.state()
 		var timer *time.Timer
 		var expired <-chan time.Time
 		switch st {
 		case Closed:
 			return nil
 		case HalfOpen:
-			if b.cb.Counts().Requests < s.st.HalfOpenProbes {
+			if probe {
 				return nil
 			}
 		case Open:
@@ -260,6 +281,71 @@ func (s *Set) Wait(ctx context.Context, name string) error {
 	}
 }
 
+// Reset closes the breaker called name at once, with fresh counts, whatever
+// its state: the app is known to be back (a health probe passed). Outcomes
+// still to be reported for requests allowed before the reset are ignored.
+// OnStateChange sees the transition (none if it was closed already) and
+// Wait returns. It reports whether the breaker was open or half-open; a
+// name never used is left alone.
+func (s *Set) Reset(name string) bool {
+	b := s.lookup(name)
+	if b == nil {
+		return false
+	}
+	st, _ := b.state() // lazy transitions first, so that from is right
+	b.mu.Lock()
+	b.renew()
+	b.setLocked(Closed)
+	b.mu.Unlock()
+	b.flush()
+	return st != Closed
+}
+
+// ResetAll resets every breaker of the Set (see Reset).
+func (s *Set) ResetAll() {
+	for _, name := range s.names() {
+		s.Reset(name)
+	}
+}
+
+// Trial turns an open breaker called name half-open at once, without
+// waiting for OpenTimeout: the app seems to be back (its port accepts
+// connections again) but has not proven it. HalfOpenProbes requests are let
+// through; when all succeed the breaker closes, the first failure opens it
+// again for a full OpenTimeout. Trial reports whether it did anything: a
+// breaker that is closed or already half-open, or a name never used, is
+// left alone.
+func (s *Set) Trial(name string) bool {
+	b := s.lookup(name)
+	if b == nil {
+		return false
+	}
+	if st, _ := b.state(); st != Open {
+		return false
+	}
+	b.mu.Lock()
+	if b.last != Open { // changed since: leave it to the newer news
+		b.mu.Unlock()
+		return false
+	}
+	b.renew()
+	b.trial = &trial{left: b.probes}
+	b.setLocked(HalfOpen)
+	b.mu.Unlock()
+	b.flush()
+	return true
+}
+
+func (s *Set) names() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	names := make([]string, 0, len(s.m))
+	for name := range s.m {
+		names = append(names, name)
+	}
+	return names
+}
+
 func (s *Set) lookup(name string) *breaker {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -282,18 +368,32 @@ func (s *Set) breaker(name string) *breaker {
 
 type transition struct{ from, to State }
 
-// breaker is one gobreaker plus what gobreaker does not offer: the open
-// deadline, a channel closed on every transition, and OnStateChange calls
-// made outside gobreaker's lock.
-type breaker struct {
-	name        string
-	cb          *gobreaker.TwoStepCircuitBreaker[struct{}]
-	openTimeout time.Duration
-	notify      func(name string, from, to State)
+// trial is a half-open period started by Set.Trial, kept in front of a
+// fresh (closed) gobreaker, since gobreaker cannot be put half-open.
+type trial struct {
+	left   uint32 // probes still to hand out
+	ok     uint32 // probes that succeeded
+	failed bool   // a probe failed: the breaker is being opened
+}
 
-	mu        sync.Mutex // guards the fields below; never held while calling gobreaker
+// breaker is one gobreaker plus what gobreaker does not offer: the open
+// deadline, a channel closed on every transition, OnStateChange calls made
+// outside gobreaker's lock, and Reset and Trial, which replace the gobreaker
+// (it has no public reset) and ignore what the old one still says.
+type breaker struct {
+	name   string
+	st     Settings
+	probes uint32
+	notify func(name string, from, to State)
+	trip   atomic.Bool // makes ReadyToTrip true: opens a fresh gobreaker after a failed trial
+
+	mu        sync.Mutex    // guards the fields below; never held while calling into a gobreaker
+	changed   chan struct{} // closed and replaced on every recorded state change
+	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
+	gen       uint64 // generation of cb; callbacks of older ones are ignored
+	last      State  // the state last recorded, the from of the next transition
+	trial     *trial
 	openUntil time.Time
-	changed   chan struct{}
 	pending   []transition
 
 	notifying sync.Mutex // held by the one goroutine delivering pending transitions
@@ -301,44 +401,136 @@ type breaker struct {
 
 func newBreaker(name string, st Settings) *breaker {
 	b := &breaker{
-		name:        name,
-		openTimeout: st.OpenTimeout,
-		notify:      st.OnStateChange,
-		changed:     make(chan struct{}),
+		name:    name,
+		st:      st,
+		probes:  st.HalfOpenProbes,
+		notify:  st.OnStateChange,
+		changed: make(chan struct{}),
 	}
-	minReq, ratio := uint64(st.MinRequests), st.FailureRatio
+	b.renew()
+	return b
+}
+
+// renew replaces the gobreaker by a fresh, closed one and ends any trial.
+// Called with b.mu held (or before b is shared).
+func (b *breaker) renew() {
+	b.gen++
+	gen := b.gen
+	st := b.st
+	minReq, ratio, consecutive := uint64(st.MinRequests), st.FailureRatio, st.ConsecutiveFailures
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:         name,
+		Name:         b.name,
 		MaxRequests:  st.HalfOpenProbes,
 		Interval:     st.Window,
 		BucketPeriod: st.Window / windowBuckets,
 		Timeout:      st.OpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if b.trip.Load() {
+				return true
+			}
+			if consecutive > 0 && c.ConsecutiveFailures >= consecutive {
+				return true
+			}
 			// Counts.Requests includes requests still in flight; the ratio
 			// is over reported outcomes only.
 			n := uint64(c.TotalSuccesses) + uint64(c.TotalFailures)
 			return n >= minReq && float64(c.TotalFailures) >= ratio*float64(n)
 		},
-		OnStateChange: b.onStateChange,
+		OnStateChange: func(_ string, _, to gobreaker.State) { b.onStateChange(gen, to) },
 	})
-	return b
+	b.trial = nil
+}
+
+// state returns the current state (running gobreaker's lazy open → half-open
+// transition) and whether a request may be let through in half-open.
+func (b *breaker) state() (st State, probe bool) {
+	b.mu.Lock()
+	if tr := b.trial; tr != nil {
+		probe = !tr.failed && tr.left > 0
+		b.mu.Unlock()
+		return HalfOpen, probe
+	}
+	cb := b.cb
+	b.mu.Unlock()
+	st = fromGobreaker(cb.State())
+	if st == HalfOpen {
+		probe = cb.Counts().Requests < b.probes
+	}
+	b.flush()
+	return st, probe
+}
+
+// trialDone is the done func of a probe handed out by a trial.
+func (b *breaker) trialDone(tr *trial) func(success bool) {
+	var called atomic.Bool
+	return func(success bool) {
+		if !called.CompareAndSwap(false, true) {
+			return
+		}
+		b.mu.Lock()
+		if b.trial != tr || tr.failed {
+			b.mu.Unlock()
+			return // reset since, or another probe already failed
+		}
+		if success {
+			tr.ok++
+			if tr.ok >= b.probes {
+				b.trial = nil // the fresh gobreaker behind it is closed
+				b.setLocked(Closed)
+			}
+			b.mu.Unlock()
+			b.flush()
+			return
+		}
+		tr.failed = true
+		cb := b.cb
+		b.mu.Unlock()
+		// Open the fresh gobreaker, so that OpenTimeout and its half-open
+		// probing apply as after any trip.
+		b.trip.Store(true)
+		if report, err := cb.Allow(); err == nil {
+			report(errFailure)
+		}
+		b.trip.Store(false)
+		b.mu.Lock()
+		if b.trial == tr {
+			b.trial = nil
+			if b.last != Open { // the gobreaker was replaced meanwhile: record it anyway
+				b.setLocked(Open)
+			}
+		}
+		b.mu.Unlock()
+		b.flush()
+	}
 }
 
 // onStateChange runs under gobreaker's lock: record, don't call out.
-func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
-	now := time.Now() // not before gobreaker's own now: openUntil is never early
+func (b *breaker) onStateChange(gen uint64, to gobreaker.State) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if to == gobreaker.StateOpen {
-		b.openUntil = now.Add(b.openTimeout)
+	if gen != b.gen {
+		return // a replaced gobreaker
+	}
+	b.setLocked(fromGobreaker(to))
+}
+
+// setLocked records a transition to to. Called with b.mu held.
+func (b *breaker) setLocked(to State) {
+	now := time.Now() // not before gobreaker's own now: openUntil is never early
+	if to == Open {
+		b.openUntil = now.Add(b.st.OpenTimeout)
 	} else {
 		b.openUntil = time.Time{}
 	}
 	close(b.changed)
 	b.changed = make(chan struct{})
-	if b.notify != nil {
-		b.pending = append(b.pending, transition{fromGobreaker(from), fromGobreaker(to)})
+	if to == b.last {
+		return
 	}
+	if b.notify != nil {
+		b.pending = append(b.pending, transition{b.last, to})
+	}
+	b.last = to
 }
 
 // flush delivers pending transitions to OnStateChange, in order and one at

@@ -405,3 +405,300 @@ func equal(a, b []string) bool {
 	}
 	return true
 }
+
+// TestConsecutiveFailuresTripAfterBusyWindow: thousands of successes fill
+// the window, so the ratio cannot trip on a few failures; five in a row do.
+func TestConsecutiveFailuresTripAfterBusyWindow(t *testing.T) {
+	rec := &recorder{}
+	s := New(Settings{ConsecutiveFailures: 5, OpenTimeout: time.Hour, OnStateChange: rec.record})
+	for range 5000 {
+		report(t, s, "orders", true)
+	}
+	for range 4 {
+		report(t, s, "orders", false)
+	}
+	report(t, s, "orders", true) // a success in between starts the count again
+	for range 4 {
+		report(t, s, "orders", false)
+	}
+	if st := s.State("orders"); st != Closed {
+		t.Fatalf("state %s after 4 failures in a row, want closed", st)
+	}
+	report(t, s, "orders", false)
+	if st := s.State("orders"); st != Open {
+		t.Fatalf("state %s after 5 failures in a row, want open", st)
+	}
+	if got, want := rec.transitions(), []string{"orders:closed->open"}; !equal(got, want) {
+		t.Errorf("transitions %v, want %v", got, want)
+	}
+}
+
+// TestConsecutiveFailuresOff: 0 leaves only the ratio, which a busy window
+// keeps closed.
+func TestConsecutiveFailuresOff(t *testing.T) {
+	s := New(Settings{ConsecutiveFailures: 0, OpenTimeout: time.Hour})
+	for range 5000 {
+		report(t, s, "orders", true)
+	}
+	for range 100 {
+		report(t, s, "orders", false)
+	}
+	if st := s.State("orders"); st != Closed {
+		t.Fatalf("state %s, want closed: 100 of 5100 is under the ratio", st)
+	}
+}
+
+// trip opens name with failures in a row (ConsecutiveFailures must be set).
+func trip(t *testing.T, s *Set, name string) {
+	t.Helper()
+	for s.State(name) != Open {
+		report(t, s, name, false)
+	}
+}
+
+func TestResetClosesAndWakesWaiters(t *testing.T) {
+	rec := &recorder{}
+	s := New(Settings{ConsecutiveFailures: 3, OpenTimeout: time.Hour, OnStateChange: rec.record})
+	if s.Reset("never-used") {
+		t.Error("Reset of a name never used reported a change")
+	}
+	trip(t, s, "orders")
+	if _, err := s.Allow("orders"); !errors.Is(err, ErrOpen) {
+		t.Fatalf("Allow on an open breaker: %v, want ErrOpen", err)
+	}
+
+	woke := make(chan error, 3)
+	for range 3 {
+		go func() { woke <- s.Wait(context.Background(), "orders") }()
+	}
+	select {
+	case err := <-woke:
+		t.Fatalf("Wait returned %v while open for an hour", err)
+	case <-time.After(50 * time.Millisecond): // the waiters are blocked (nothing else to await)
+	}
+	if !s.Reset("orders") {
+		t.Error("Reset of an open breaker reported no change")
+	}
+	for range 3 {
+		select {
+		case err := <-woke:
+			if err != nil {
+				t.Errorf("Wait after Reset: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiter did not wake within 5s of Reset")
+		}
+	}
+	if st := s.State("orders"); st != Closed {
+		t.Fatalf("state %s after Reset, want closed", st)
+	}
+	if !s.OpenUntil("orders").IsZero() {
+		t.Error("OpenUntil not zero after Reset")
+	}
+	// Fresh counts: two more failures do not trip it (3 would).
+	report(t, s, "orders", false)
+	report(t, s, "orders", false)
+	if st := s.State("orders"); st != Closed {
+		t.Fatalf("state %s, want closed: counts start afresh after Reset", st)
+	}
+	if s.Reset("orders") {
+		t.Error("Reset of a closed breaker reported a change")
+	}
+	if got, want := rec.transitions(), []string{"orders:closed->open", "orders:open->closed"}; !equal(got, want) {
+		t.Errorf("transitions %v, want %v", got, want)
+	}
+}
+
+// TestResetIgnoresOutcomesFromBefore: requests allowed before a Reset report
+// to the replaced breaker and change nothing.
+func TestResetIgnoresOutcomesFromBefore(t *testing.T) {
+	s := New(Settings{ConsecutiveFailures: 2, OpenTimeout: time.Hour})
+	var dones []func(bool)
+	for range 5 {
+		done, err := s.Allow("orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dones = append(dones, done)
+	}
+	s.Reset("orders")
+	for _, done := range dones {
+		done(false)
+	}
+	if st := s.State("orders"); st != Closed {
+		t.Fatalf("state %s: outcomes from before the Reset counted", st)
+	}
+}
+
+func TestResetAll(t *testing.T) {
+	s := New(Settings{ConsecutiveFailures: 1, OpenTimeout: time.Hour})
+	for _, name := range []string{"a", "b", "c"} {
+		trip(t, s, name)
+	}
+	s.ResetAll()
+	for _, name := range []string{"a", "b", "c"} {
+		if st := s.State(name); st != Closed {
+			t.Errorf("%s: state %s after ResetAll, want closed", name, st)
+		}
+	}
+}
+
+func TestTrial(t *testing.T) {
+	t.Run("success closes", func(t *testing.T) {
+		rec := &recorder{}
+		s := New(Settings{ConsecutiveFailures: 2, OpenTimeout: time.Hour, HalfOpenProbes: 2, OnStateChange: rec.record})
+		if s.Trial("orders") {
+			t.Error("Trial of a name never used reported a change")
+		}
+		report(t, s, "orders", true)
+		if s.Trial("orders") {
+			t.Error("Trial of a closed breaker reported a change")
+		}
+		trip(t, s, "orders")
+		woke := make(chan error, 1)
+		go func() { woke <- s.Wait(context.Background(), "orders") }()
+		if !s.Trial("orders") {
+			t.Fatal("Trial of an open breaker reported no change")
+		}
+		select {
+		case err := <-woke:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Wait did not return within 5s of Trial")
+		}
+		if st := s.State("orders"); st != HalfOpen {
+			t.Fatalf("state %s after Trial, want half-open", st)
+		}
+		if s.Trial("orders") {
+			t.Error("Trial of a half-open breaker reported a change")
+		}
+		p1, err1 := s.Allow("orders")
+		p2, err2 := s.Allow("orders")
+		if _, err := s.Allow("orders"); err1 != nil || err2 != nil || !errors.Is(err, ErrOpen) {
+			t.Fatalf("Allow ×3 in a trial of 2 probes: %v, %v, %v; want nil, nil, ErrOpen", err1, err2, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		if err := s.Wait(ctx, "orders"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Wait with every probe out: %v, want the deadline", err)
+		}
+		cancel()
+		p1(true)
+		if st := s.State("orders"); st != HalfOpen {
+			t.Fatalf("state %s after 1 of 2 probes succeeded, want half-open", st)
+		}
+		p2(true)
+		if st := s.State("orders"); st != Closed {
+			t.Fatalf("state %s after both probes succeeded, want closed", st)
+		}
+		report(t, s, "orders", false) // counts afresh: one failure of two
+		if st := s.State("orders"); st != Closed {
+			t.Fatalf("state %s, want closed", st)
+		}
+		want := []string{"orders:closed->open", "orders:open->half-open", "orders:half-open->closed"}
+		if got := rec.transitions(); !equal(got, want) {
+			t.Errorf("transitions %v, want %v", got, want)
+		}
+	})
+
+	t.Run("failure opens for OpenTimeout", func(t *testing.T) {
+		rec := &recorder{}
+		const timeout = 300 * time.Millisecond
+		s := New(Settings{ConsecutiveFailures: 1, OpenTimeout: timeout, OnStateChange: rec.record})
+		trip(t, s, "orders")
+		s.Trial("orders")
+		probe, err := s.Allow("orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now()
+		probe(false)
+		if st := s.State("orders"); st != Open {
+			t.Fatalf("state %s after the probe failed, want open", st)
+		}
+		if until := s.OpenUntil("orders"); until.Before(before.Add(timeout)) {
+			t.Errorf("open until %v, want at least OpenTimeout after the failure (%v)", until, before.Add(timeout))
+		}
+		if _, err := s.Allow("orders"); !errors.Is(err, ErrOpen) {
+			t.Fatalf("Allow after a failed trial: %v, want ErrOpen", err)
+		}
+		// gobreaker's own half-open follows after OpenTimeout, as after any trip.
+		waitState(t, s, "orders", HalfOpen)
+		report(t, s, "orders", true)
+		if st := s.State("orders"); st != Closed {
+			t.Fatalf("state %s, want closed", st)
+		}
+		want := []string{"orders:closed->open", "orders:open->half-open", "orders:half-open->open", "orders:open->half-open", "orders:half-open->closed"}
+		if got := rec.transitions(); !equal(got, want) {
+			t.Errorf("transitions %v, want %v", got, want)
+		}
+	})
+
+	t.Run("reset ends it", func(t *testing.T) {
+		s := New(Settings{ConsecutiveFailures: 1, OpenTimeout: time.Hour})
+		trip(t, s, "orders")
+		s.Trial("orders")
+		probe, err := s.Allow("orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Reset("orders")
+		probe(false) // belongs to the trial that the Reset ended
+		if st := s.State("orders"); st != Closed {
+			t.Fatalf("state %s, want closed", st)
+		}
+	})
+}
+
+// TestResetAndTrialConcurrent runs Reset and Trial against deliveries; the
+// race detector and the transition sequence (each from is the previous to)
+// are the checks.
+func TestResetAndTrialConcurrent(t *testing.T) {
+	rec := &recorder{}
+	s := New(Settings{ConsecutiveFailures: 3, OpenTimeout: 5 * time.Millisecond, OnStateChange: rec.record})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if done, err := s.Allow("orders"); err == nil {
+					done((i+w)%3 == 0)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 300 {
+			if i%2 == 0 {
+				s.Trial("orders")
+			} else {
+				s.Reset("orders")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	final := s.State("orders").String() // runs a lazy transition before the check below
+	prev := "closed"
+	for _, tr := range rec.transitions() {
+		from, to, _ := strings.Cut(strings.TrimPrefix(tr, "orders:"), "->")
+		if from != prev || from == to {
+			t.Fatalf("transition %s after state %s", tr, prev)
+		}
+		prev = to
+	}
+	if final != prev {
+		t.Errorf("state %s, last transition to %s", final, prev)
+	}
+}

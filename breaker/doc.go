@@ -11,7 +11,9 @@
 // A breaker starts closed. While closed it counts reported outcomes over a
 // rolling Window (ten buckets), so successes from before an outage age out
 // instead of masking it. It trips to open when at least MinRequests outcomes
-// were reported in the window and failures/outcomes >= FailureRatio. Open, it
+// were reported in the window and failures/outcomes >= FailureRatio, or
+// (when Settings.ConsecutiveFailures is set) after that many failures in a
+// row, however many successes the window holds. Open, it
 // refuses every Allow with [ErrOpen] for OpenTimeout, then turns half-open and
 // lets HalfOpenProbes requests through: when all of them succeed it closes,
 // the first failure opens it again. Half-open with every probe handed out,
@@ -24,6 +26,13 @@
 //
 // [Set.OpenUntil] and [Set.Wait] let a caller that got ErrOpen sleep until
 // the breaker may let a request through, instead of polling Allow.
+//
+// Outside news cuts the open period short. [Set.Reset] (and [Set.ResetAll])
+// closes a breaker at once with fresh counts, for when a health probe says
+// the app is back. [Set.Trial] turns an open breaker half-open at once, for
+// when the app only seems back (its port accepts connections): its probes
+// decide, and a failed one opens it for a full OpenTimeout. Both are seen by
+// OnStateChange and wake every Wait.
 //
 // # Caveats
 //
@@ -43,5 +52,8 @@
 // state since its Allow is ignored: it belongs to an older period.
 //
 // Outcomes count when reported, not when allowed: requests still in flight
-// are not in the ratio.
+// are not in the ratio. Outcomes of requests allowed before a Reset or
+// Trial are ignored: gobreaker has no public reset, so both replace the
+// gobreaker behind the name (a Trial's half-open is kept by this package in
+// front of a fresh, closed one).
 package breaker

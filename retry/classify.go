@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,42 +24,99 @@ const (
 	// Retry: the app answered 408, 429, 5xx, or something that is neither
 	// 2xx nor 4xx (1xx, 3xx). Try again after a delay.
 	Retry Result = "retry"
-	// Timeout: no answer in time. Try again after a delay.
+	// Timeout: the request was sent and no answer came in time. Try again
+	// after a delay.
 	Timeout Result = "timeout"
-	// Error: no answer at all (refused, reset, EOF, DNS, TLS…). Try again.
+	// Error: the request was sent and the connection broke (reset, EOF)
+	// without an answer, or another transport failure after it was sent.
+	// Try again after a delay.
 	Error Result = "error"
+	// Unreachable: the app is not there. The connection was refused, the
+	// name did not resolve, the dial failed, or the connection broke
+	// before the request was written. The app cannot have seen the
+	// request: pause the subscription and spend no attempt.
+	Unreachable Result = "unreachable"
 	// Poison: the app answered 4xx other than 408 and 429; retrying cannot
 	// help. Dead-letter at once.
 	Poison Result = "poison"
 )
 
 // Failure reports whether r counts as a failure for the circuit breaker:
-// Retry, Timeout and Error do; Success and Poison mean the app answered.
+// Retry, Timeout, Error and Unreachable do; Success and Poison mean the app
+// answered.
 func (r Result) Failure() bool {
 	switch r {
-	case Retry, Timeout, Error:
+	case Retry, Timeout, Error, Unreachable:
 		return true
 	}
 	return false
 }
 
-// Classify maps one attempt to a Result. err is the transport error of the
-// HTTP call; when it is not nil, status is ignored: a timeout
-// (context.DeadlineExceeded, or a net.Error whose Timeout() is true, which
-// covers http.Client.Timeout and os.ErrDeadlineExceeded) is Timeout, anything
-// else is Error. Otherwise 2xx is Success; 408, 429 and 5xx are Retry; any
-// other 4xx is Poison; anything else (1xx, 3xx, out of range) is Retry.
+// SpendsAttempt reports whether an attempt that ended with r counts
+// towards FERRY_RETRY_MAX_ATTEMPTS: every result but Unreachable, because
+// only then did the app (possibly) see the request.
+func (r Result) SpendsAttempt() bool { return r != Unreachable }
+
+// Classify maps one attempt to a Result when nothing is known about how far
+// the request got (see [Attempt.Classify] for when it is). err is the
+// transport error of the HTTP call; when it is not nil, status is ignored:
+//
+//   - a failed dial (connection refused, no route, a dial timeout) or a DNS
+//     failure is Unreachable: the request cannot have been sent;
+//   - a timeout (context.DeadlineExceeded, or a net.Error whose Timeout()
+//     is true, which covers http.Client.Timeout and os.ErrDeadlineExceeded)
+//     is Timeout;
+//   - anything else is Error, including a reset or EOF, which may have
+//     come after the app read the request.
+//
+// Otherwise 2xx is Success; 408, 429 and 5xx are Retry; any other 4xx is
+// Poison; anything else (1xx, 3xx, out of range) is Retry.
 func Classify(status int, err error) Result {
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return Timeout
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return Timeout
-		}
+	return ClassifySent(status, err, true)
+}
+
+// ClassifySent is [Classify] for an attempt whose request was known to be
+// written to the connection (sent true) or known not to be (sent false).
+// A transport error of a request that was not sent is Unreachable, whatever
+// it is (reset, EOF, a connection closed while idle, a timeout before the
+// request was written, a TLS handshake failure): the app cannot have seen
+// it. Only context.Canceled stays Error, since it is the caller giving up
+// (shutdown), not the app; the caller checks its own context first.
+func ClassifySent(status int, err error, sent bool) Result {
+	if err == nil {
+		return classifyStatus(status)
+	}
+	if errors.Is(err, context.Canceled) {
 		return Error
 	}
+	if notSent(err) || !sent {
+		return Unreachable
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return Timeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return Timeout
+	}
+	return Error
+}
+
+// notSent reports whether err proves that no request reached the app: a
+// refused connection, a failed name lookup, or any failed dial.
+func notSent(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func classifyStatus(status int) Result {
 	switch {
 	case status >= 200 && status <= 299:
 		return Success

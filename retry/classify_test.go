@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,12 @@ func TestClassify(t *testing.T) {
 		{"wrapped deadline", 0, fmt.Errorf("post: %w", context.DeadlineExceeded), Timeout},
 		{"os deadline", 0, os.ErrDeadlineExceeded, Timeout},
 		{"net.Error timeout", 0, &net.OpError{Op: "read", Err: timeoutErr{}}, Timeout},
-		{"refused", 0, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, Error},
+		{"refused", 0, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, Unreachable},
+		{"refused, wrapped", 0, fmt.Errorf("post: %w", os.NewSyscallError("connect", syscall.ECONNREFUSED)), Unreachable},
+		{"no route", 0, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, Unreachable},
+		{"dial timeout", 0, &net.OpError{Op: "dial", Err: timeoutErr{}}, Unreachable},
+		{"DNS", 0, &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "app.invalid", IsNotFound: true}}, Unreachable},
+		{"DNS timeout", 0, &net.DNSError{Err: "timeout", Name: "app", IsTimeout: true}, Unreachable},
 		{"reset", 0, &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, Error},
 		{"EOF", 0, io.EOF, Error},
 		{"unexpected EOF", 0, io.ErrUnexpectedEOF, Error},
@@ -69,23 +76,94 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-// post does one real delivery-like request and classifies it.
-func post(t *testing.T, c *http.Client, url string) Result {
+func TestClassifySent(t *testing.T) {
+	reset := &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	refused := &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	tests := []struct {
+		name   string
+		status int
+		err    error
+		sent   bool
+		want   Result
+	}{
+		{"200 sent", 200, nil, true, Success},
+		{"200 not sent (answered early)", 200, nil, false, Success},
+		{"503 not sent", 503, nil, false, Retry},
+		{"422", 422, nil, true, Poison},
+		{"reset after sending", 0, reset, true, Error},
+		{"reset before sending", 0, reset, false, Unreachable},
+		{"EOF after sending", 0, io.EOF, true, Error},
+		{"EOF before sending", 0, io.EOF, false, Unreachable},
+		{"closed idle before sending", 0, errors.New("http: server closed idle connection"), false, Unreachable},
+		{"timeout after sending", 0, context.DeadlineExceeded, true, Timeout},
+		{"timeout before sending", 0, context.DeadlineExceeded, false, Unreachable},
+		{"refused", 0, refused, true, Unreachable},
+		{"canceled before sending", 0, context.Canceled, false, Error},
+		{"canceled after sending", 0, fmt.Errorf("post: %w", context.Canceled), true, Error},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClassifySent(tt.status, tt.err, tt.sent); got != tt.want {
+				t.Errorf("ClassifySent(%d, %v, %v) = %q, want %q", tt.status, tt.err, tt.sent, got, tt.want)
+			}
+		})
+	}
+}
+
+// post does one real delivery-like request, observed, and classifies it.
+func post(t *testing.T, c *http.Client, url string, body io.Reader) (Result, *Attempt) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // bound the test
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req, att := Observe(req)
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Logf("transport error: %v", err)
-		return Classify(0, err)
+		t.Logf("transport error: %v (connected %v, sent %v)", err, att.Connected(), att.Sent())
+		return att.Classify(0, err), att
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return Classify(resp.StatusCode, nil)
+	return att.Classify(resp.StatusCode, nil), att
+}
+
+// serveRaw accepts connections on a new loopback listener and hands each to
+// handle; the listener closes with the test.
+func serveRaw(t *testing.T, handle func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(c.(*net.TCPConn))
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/"
+}
+
+// readRequest reads from c until the end of a request's header and body
+// (the tests' bodies are short and end with "END").
+func readRequest(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	buf := make([]byte, 4096)
+	for !bytes.HasSuffix(got, []byte("END")) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return
+		}
+	}
 }
 
 func TestClassifyRealTransport(t *testing.T) {
@@ -97,8 +175,8 @@ func TestClassifyRealTransport(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				w.WriteHeader(tt.status)
 			}))
-			if got := post(t, srv.Client(), srv.URL); got != tt.want {
-				t.Errorf("status %d: got %q, want %q", tt.status, got, tt.want)
+			if got, att := post(t, srv.Client(), srv.URL, strings.NewReader("END")); got != tt.want || !att.Sent() || !att.Connected() {
+				t.Errorf("status %d: got %q (sent %v, connected %v), want %q, sent and connected", tt.status, got, att.Sent(), att.Connected(), tt.want)
 			}
 			srv.Close()
 		}
@@ -111,36 +189,85 @@ func TestClassifyRealTransport(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close() // nothing listens on addr any more
-		if got := post(t, &http.Client{}, "http://"+addr+"/"); got != Error {
-			t.Errorf("got %q, want %q", got, Error)
+		got, att := post(t, &http.Client{}, "http://"+addr+"/", strings.NewReader("END"))
+		if got != Unreachable || att.Connected() || att.Sent() {
+			t.Errorf("got %q (connected %v, sent %v), want %q, neither", got, att.Connected(), att.Sent(), Unreachable)
 		}
 	})
 
-	t.Run("connection reset", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	t.Run("DNS failure", func(t *testing.T) {
+		// .invalid never resolves (RFC 6761); the answer comes from the
+		// resolver or from the local stub, never from the network at large.
+		got, _ := post(t, &http.Client{}, "http://ferry-app.invalid/", strings.NewReader("END"))
+		if got != Unreachable {
+			t.Errorf("got %q, want %q", got, Unreachable)
 		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = c.Read(make([]byte, 1024))
-				_ = c.(*net.TCPConn).SetLinger(0) // close with RST
-				c.Close()
+	})
+
+	t.Run("reads the request then resets", func(t *testing.T) {
+		url := serveRaw(t, func(c *net.TCPConn) {
+			readRequest(c)
+			_ = c.SetLinger(0) // close with RST
+			c.Close()
+		})
+		for range 20 {
+			if got, att := post(t, &http.Client{}, url, strings.NewReader("END")); got != Error || !att.Sent() {
+				t.Fatalf("got %q (sent %v), want %q: the app read the request", got, att.Sent(), Error)
 			}
-		}()
-		if got := post(t, &http.Client{}, "http://"+ln.Addr().String()+"/"); got != Error {
-			t.Errorf("got %q, want %q", got, Error)
 		}
+	})
+
+	t.Run("reads the request then closes", func(t *testing.T) {
+		url := serveRaw(t, func(c *net.TCPConn) {
+			readRequest(c)
+			c.Close() // FIN: the client reads EOF
+		})
+		if got, _ := post(t, &http.Client{}, url, strings.NewReader("END")); got != Error {
+			t.Errorf("got %q, want %q: the app read the request", got, Error)
+		}
+	})
+
+	t.Run("closes before the request is written", func(t *testing.T) {
+		// The body is held back until the app has closed the connection, so
+		// the request is never completely written.
+		closed := make(chan struct{}, 1)
+		url := serveRaw(t, func(c *net.TCPConn) {
+			_ = c.SetLinger(0)
+			c.Close()
+			select {
+			case closed <- struct{}{}:
+			default:
+			}
+		})
+		body := &gatedReader{gate: closed, data: []byte("END")}
+		got, att := post(t, &http.Client{}, url, body)
+		if got != Unreachable || att.Sent() {
+			t.Errorf("got %q (sent %v), want %q, not sent", got, att.Sent(), Unreachable)
+		}
+	})
+
+	t.Run("accepts and closes at once", func(t *testing.T) {
+		// A crash-looping app. The race between ferry writing the request and
+		// the app closing decides: not written ⇒ unreachable, written (the
+		// app may have read it, ferry cannot tell) ⇒ error. Never anything
+		// else, and never a mismatch with Sent.
+		url := serveRaw(t, func(c *net.TCPConn) { c.Close() })
+		c := &http.Client{}
+		seen := map[Result]int{}
+		for range 50 {
+			got, att := post(t, c, url, strings.NewReader("END"))
+			seen[got]++
+			if want := map[bool]Result{false: Unreachable, true: Error}[att.Sent()]; got != want {
+				t.Fatalf("got %q with sent %v, want %q", got, att.Sent(), want)
+			}
+		}
+		t.Logf("accept-and-close outcomes over 50 requests: %v", seen)
 	})
 
 	t.Run("timeout", func(t *testing.T) {
 		release := make(chan struct{})
 		srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
 			select { // hang until the client gives up or the test ends
 			case <-r.Context().Done():
 			case <-release:
@@ -150,29 +277,71 @@ func TestClassifyRealTransport(t *testing.T) {
 		defer close(release) // runs before srv.Close
 		c := srv.Client()
 		c.Timeout = 50 * time.Millisecond // FERRY_DELIVERY_TIMEOUT
-		if got := post(t, c, srv.URL); got != Timeout {
+		if got, _ := post(t, c, srv.URL, strings.NewReader("END")); got != Timeout {
 			t.Errorf("client timeout: got %q, want %q", got, Timeout)
 		}
 
 		// The same through a context deadline instead of Client.Timeout.
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader("END"))
+		req, att := Observe(req)
 		resp, err := srv.Client().Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}
-		if got := Classify(0, err); got != Timeout {
+		if got := att.Classify(0, err); got != Timeout {
 			t.Errorf("context deadline: got %q (%v), want %q", got, err, Timeout)
+		}
+	})
+
+	t.Run("timeout before the request is written", func(t *testing.T) {
+		// The app accepts but never reads; the body outgrows the socket
+		// buffers, so the write blocks until the deadline.
+		held := make(chan net.Conn, 4)
+		url := serveRaw(t, func(c *net.TCPConn) { held <- c }) // held open, never read
+		t.Cleanup(func() {
+			for len(held) > 0 {
+				(<-held).Close()
+			}
+		})
+		c := &http.Client{Timeout: 300 * time.Millisecond}
+		big := bytes.Repeat([]byte("x"), 64<<20)
+		got, att := post(t, c, url, bytes.NewReader(big))
+		if got != Unreachable || att.Sent() || !att.Connected() {
+			t.Errorf("got %q (sent %v, connected %v), want %q, connected, not sent", got, att.Sent(), att.Connected(), Unreachable)
 		}
 	})
 }
 
+// gatedReader returns data once gate has a value, then EOF.
+type gatedReader struct {
+	gate <-chan struct{}
+	data []byte
+}
+
+func (r *gatedReader) Read(p []byte) (int, error) {
+	if r.gate != nil {
+		<-r.gate
+		time.Sleep(50 * time.Millisecond) // let the app's close reach the client
+		r.gate = nil
+	}
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
 func TestResultFailure(t *testing.T) {
-	want := map[Result]bool{Success: false, Poison: false, Retry: true, Timeout: true, Error: true}
+	want := map[Result]bool{Success: false, Poison: false, Retry: true, Timeout: true, Error: true, Unreachable: true}
 	for r, w := range want {
 		if got := r.Failure(); got != w {
 			t.Errorf("%q.Failure() = %v, want %v", r, got, w)
+		}
+		if got := r.SpendsAttempt(); got != (r != Unreachable) {
+			t.Errorf("%q.SpendsAttempt() = %v", r, got)
 		}
 	}
 }
