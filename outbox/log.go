@@ -834,6 +834,16 @@ func (l *Log) Commit(p Position) error {
 	l.commitMu.Lock()
 	defer l.commitMu.Unlock()
 	err := l.commit(p, true)
+	if err == nil && l.cpf == nil {
+		// Released whole without a checkpoint file: make it now that the
+		// relay freed space.
+		l.mu.Lock()
+		cp := l.cp
+		l.mu.Unlock()
+		if err = l.writeCheckpoint(cp); err != nil {
+			err = fmt.Errorf("commit checkpoint: %w", err)
+		}
+	}
 	if err == nil && l.diskFull() && l.checkSpace(0) == nil {
 		l.endEpisode() // the relay freed the space
 	}

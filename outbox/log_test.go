@@ -418,10 +418,12 @@ func TestCheckpointRecovery(t *testing.T) {
 			if err := os.Rename(filepath.Join(dir, "00000001.seg"), filepath.Join(dir, "00000002.seg")); err != nil {
 				t.Fatal(err)
 			}
-			if tc.cp != nil {
-				if err := os.WriteFile(filepath.Join(dir, checkpointName), tc.cp, 0o644); err != nil {
+			if tc.cp == nil {
+				if err := os.Remove(filepath.Join(dir, checkpointName)); err != nil {
 					t.Fatal(err)
 				}
+			} else if err := os.WriteFile(filepath.Join(dir, checkpointName), tc.cp, 0o644); err != nil {
+				t.Fatal(err)
 			}
 			l2 := openLog(t, Options{Dir: dir})
 			if got := l2.Checkpoint(); got != tc.wantCP {

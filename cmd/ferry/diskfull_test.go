@@ -77,7 +77,7 @@ func diskLogLines(logs string) int {
 	for _, line := range strings.Split(logs, "\n") {
 		l := strings.ToLower(line)
 		if strings.Contains(l, "no space left") || strings.Contains(l, "disk full") || strings.Contains(l, "disk-full") ||
-			strings.Contains(l, "enospc") || strings.Contains(l, "cut back") {
+			strings.Contains(l, "enospc") || strings.Contains(l, "cut back") || strings.Contains(l, "disk error") {
 			n++
 		}
 	}
