@@ -28,7 +28,6 @@
 //     size through a new file descriptor before anything else is written. If
 //     that repair fails the Log is failed: every later Append returns an error
 //     wrapping ErrFailed, and Err reports it.
-//
 //   - A full volume heals without a restart: Appends are refused with an
 //     error wrapping syscall.ENOSPC while the volume's free space (statfs)
 //     is under Options.ReserveBytes, before the kernel's ENOSPC, so that the

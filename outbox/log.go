@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -169,6 +170,8 @@ type Log struct {
 	cp       Position
 	stats    Stats
 	ep       episode
+	// inEpisode and full mirror ep.active and ep.full for the hot path.
+	inEpisode, full atomic.Bool
 
 	w writer // owned by the writer goroutine (and by Close after it exits)
 }
@@ -288,11 +291,7 @@ func (l *Log) checkSpace(need int64) error {
 }
 
 // diskFull reports whether appends are being refused for lack of space.
-func (l *Log) diskFull() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ep.full
-}
+func (l *Log) diskFull() bool { return l.full.Load() }
 
 // refuse counts n appends refused by err, starting an episode (logged
 // once) if none is under way.
@@ -307,6 +306,8 @@ func (l *Log) refuse(n int, err error) {
 	l.ep.refused += int64(n)
 	l.stats.Refused += uint64(n)
 	l.stats.DiskFull = l.ep.full
+	l.inEpisode.Store(true)
+	l.full.Store(l.ep.full)
 	l.mu.Unlock()
 	switch {
 	case !start:
@@ -319,10 +320,15 @@ func (l *Log) refuse(n int, err error) {
 
 // endEpisode ends the episode under way, if any, and logs what it refused.
 func (l *Log) endEpisode() {
+	if !l.inEpisode.Load() {
+		return
+	}
 	l.mu.Lock()
 	ep := l.ep
 	l.ep = episode{}
 	l.stats.DiskFull = false
+	l.inEpisode.Store(false)
+	l.full.Store(false)
 	l.mu.Unlock()
 	if ep.active {
 		l.logger.Info("outbox disk error over: appends accepted again", "disk_full", ep.full, "refused", ep.refused,
