@@ -162,7 +162,7 @@ func TestDiskFullHeals(t *testing.T) {
 		}
 		distinct, _ := app.seen()
 		lines := diskLogLines(logs())
-		t.Logf("FIGURES %s: accepted %d, refused %d (of them %d probes after Redis came back), delivered %d distinct, accepted again: %s, volume used %d of %d bytes, outbox pending %v, disk log lines %d",
+		t.Logf("FIGURES %s: accepted %d (all phases), refused %d (this phase) (of them %d probes after Redis came back), delivered %d distinct, accepted again: %s, volume used %d of %d bytes, outbox pending %v, disk log lines %d",
 			phase, len(d.accepted), d.refused, probesRefused, distinct, againAfter, used, diskFullVolume, pending, lines)
 		if againAfter == "never" {
 			t.Errorf("%s: publishing still refused 20s after every record reached Redis", phase)
