@@ -7,8 +7,10 @@
 // that arrive together share one write and one fsync (group commit), done by a
 // single writer goroutine. A relay reads records in order with Read, sends them
 // on, and calls Commit with the position it reached; Commit persists the
-// checkpoint atomically (tmp, fsync, rename, fsync dir) and deletes segments
-// that lie wholly before it.
+// checkpoint in place (one of two CRC-checked slots of a preallocated file,
+// pwrite and fdatasync: no free space needed) and deletes segments that lie
+// wholly before it, and the active one too once it is wholly relayed and
+// large (1 MiB) or the volume is short of space.
 //
 // Guarantees:
 //
@@ -26,17 +28,35 @@
 //     size through a new file descriptor before anything else is written. If
 //     that repair fails the Log is failed: every later Append returns an error
 //     wrapping ErrFailed, and Err reports it.
+//   - A full volume heals without a restart: Appends are refused with an
+//     error wrapping syscall.ENOSPC while the volume's free space (statfs)
+//     is under Options.ReserveBytes, before the kernel's ENOSPC, so that the
+//     relay's way out (the checkpoint, deleting relayed segments, a new
+//     segment) always has room; Commit frees the space. Open needs no free
+//     space either: it may migrate the checkpoint file of earlier versions
+//     in place and, failing that, Commit releases relayed segments whole,
+//     which needs no checkpoint, until the file can be made.
+//   - A disk error is logged once when it starts refusing Appends and once,
+//     with the count, when an Append is accepted again (or Commit freed the
+//     space), not per Append; Stats.DiskFull and Stats.Refused tell the rest.
 //
 // Errors callers act on, all matched with errors.Is: ErrFull (the outbox holds
 // MaxBytes of records not yet committed; Commit frees space), syscall.ENOSPC
-// and syscall.EROFS (the disk is full or read-only; the Log repaired itself and
-// later Appends may succeed), ErrFailed (the Log cannot write any more; only a
-// new Open, normally a restart, clears it) and ErrClosed.
+// (the volume is full, or under the reserve; Commit frees space) and
+// syscall.EROFS (the disk is read-only; the Log repaired itself and later
+// Appends may succeed), ErrFailed (the Log cannot write any more; only a new
+// Open, normally a restart, clears it) and ErrClosed.
 //
 // # Caveats
 //
-// One process per directory: the Log takes no lock on Dir, and two Logs
-// appending to one directory corrupt each other.
+// One process per directory: Open takes an flock on Dir/LOCK (on Dir
+// itself when a full volume has no room for a new LOCK file) and fails with
+// ErrLocked when another process holds it.
+//
+// The reserve assumes a file system that overwrites in place (ext4, xfs,
+// tmpfs): on copy-on-write ones (btrfs, ZFS) the checkpoint's overwrite
+// needs new blocks too, which the reserve normally covers. Off Linux free
+// space is not known, so only the kernel's ENOSPC refuses Appends.
 //
 // The guarantee is as good as fsync on the volume: a disk or filesystem that
 // acknowledges fsync without persisting, or a volume that is itself lost, loses
@@ -52,7 +72,9 @@
 //
 // MaxBytes counts framed bytes (16 bytes of overhead per record) appended and
 // not yet committed, not disk usage: segments are deleted only once wholly
-// committed, so the directory can hold up to about one segment more.
+// committed, so the directory can hold up to about one segment more (1 MiB
+// more once the relay has caught up). A MaxBytes larger than the volume is
+// logged at Open: the volume fills first.
 //
 // Positions before the checkpoint may point into deleted segments; Read from
 // such a position starts at the oldest retained record.

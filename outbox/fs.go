@@ -14,6 +14,9 @@ type fileSystem interface {
 	ReadDir(name string) ([]os.DirEntry, error)
 	MkdirAll(path string, perm os.FileMode) error
 	Stat(name string) (os.FileInfo, error)
+	// Statfs reports the size of the file system holding path and the
+	// bytes an unprivileged writer may still use; errStatfs where unknown.
+	Statfs(path string) (total, free int64, err error)
 }
 
 // file is the slice of *os.File the Log uses.
@@ -42,6 +45,18 @@ func (osFS) Rename(oldpath, newpath string) error         { return os.Rename(old
 func (osFS) ReadDir(name string) ([]os.DirEntry, error)   { return os.ReadDir(name) }
 func (osFS) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
 func (osFS) Stat(name string) (os.FileInfo, error)        { return os.Stat(name) }
+func (osFS) Statfs(path string) (total, free int64, err error) {
+	return statfs(path)
+}
+
+// datasync makes the data written to f durable, without the metadata that
+// reading it back does not need (fdatasync where the platform has it).
+func datasync(f file) error {
+	if fd, ok := f.(interface{ Fd() uintptr }); ok {
+		return fdatasync(fd.Fd())
+	}
+	return f.Sync()
+}
 
 // syncDir fsyncs a directory so that entries created, renamed or removed in
 // it survive a crash.

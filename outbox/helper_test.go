@@ -17,10 +17,12 @@ import (
 // non-nil error to fail the operation on the named file (a base name).
 type faultFS struct {
 	osFS
-	mu     sync.Mutex
-	open   func(name string, flag int) error
-	write  func(name string) error
-	sync   func(name string) error
+	mu    sync.Mutex
+	open  func(name string, flag int) error
+	write func(name string) error
+	sync  func(name string) error
+	// free, when set, replaces the free space Statfs reports.
+	free   func() int64
 	syncs  int // Sync calls on segment files
 	writes int // WriteAt calls on segment files
 }
@@ -48,6 +50,17 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (file, error
 		return nil, err
 	}
 	return &faultFile{file: of, fs: f, name: filepath.Base(name)}, nil
+}
+
+func (f *faultFS) Statfs(path string) (total, free int64, err error) {
+	total, free, err = f.osFS.Statfs(path)
+	f.mu.Lock()
+	fn := f.free
+	f.mu.Unlock()
+	if fn != nil {
+		free = fn()
+	}
+	return total, free, err
 }
 
 type faultFile struct {

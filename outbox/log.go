@@ -3,16 +3,15 @@ package outbox
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -88,11 +87,18 @@ type Stats struct {
 	// Syncs counts fsyncs done for appends since Open; Appends/Syncs is the
 	// number of records per group commit.
 	Syncs uint64
+	// DiskFull is true while appends are refused for lack of space: the
+	// volume's free space is under Options.ReserveBytes, or a write met
+	// ENOSPC. It turns false once the relay has freed space (Commit) or an
+	// append succeeds.
+	DiskFull bool
+	// Refused counts appends refused since Open by a disk error: a full
+	// volume, or a failed write or fsync.
+	Refused uint64
 }
 
 const (
-	checkpointName = "checkpoint"
-	segmentExt     = ".seg"
+	segmentExt = ".seg"
 	// maxBatchBytes bounds the bytes queued for the next write; an Append
 	// that would exceed it waits (honouring its ctx) for the writer.
 	maxBatchBytes = 4 << 20
@@ -100,6 +106,10 @@ const (
 	maxSpareBytes = 8 << 20
 	// defaultReadBytes is Read's budget when maxBytes ≤ 0.
 	defaultReadBytes = 1 << 20
+	// retireBytes: an active segment this large is closed and deleted as
+	// soon as everything in it is committed, instead of waiting for
+	// SegmentBytes; with the volume short of space, any size is.
+	retireBytes = 1 << 20
 )
 
 func segmentName(seq uint64) string { return fmt.Sprintf("%08d%s", seq, segmentExt) }
@@ -138,7 +148,17 @@ type Log struct {
 	kick   chan struct{}
 	exited chan struct{}
 
-	commitMu sync.Mutex // serialises Commit
+	commitMu sync.Mutex // serialises Commit; guards cpf and cpSeq
+	cpf      file       // the checkpoint file, open for in-place writes; nil until prepared
+	cpSeq    uint64     // sequence number of its newest slot
+
+	// reserve is the free space kept on the volume (Options.ReserveBytes
+	// or its default); 0 when free space cannot be known.
+	reserve int64
+
+	// wmu guards w: the writer holds it while it writes a batch, Commit
+	// while it retires the active segment.
+	wmu sync.Mutex
 
 	mu       sync.Mutex
 	open     *batch // appends waiting for the writer
@@ -149,8 +169,20 @@ type Log struct {
 	segs     []segment
 	cp       Position
 	stats    Stats
+	ep       episode
+	// inEpisode and full mirror ep.active and ep.full for the hot path.
+	inEpisode, full atomic.Bool
 
 	w writer // owned by the writer goroutine (and by Close after it exits)
+}
+
+// episode is a time during which a disk error refuses appends. It is
+// logged once when it starts and once, with the count, when it ends.
+type episode struct {
+	active  bool
+	full    bool // for lack of space (Stats.DiskFull)
+	since   time.Time
+	refused int64
 }
 
 // writer is the state of the writer goroutine.
@@ -197,12 +229,111 @@ func Open(opts Options) (*Log, error) {
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
 	l.lock = lock
+	l.checkVolume()
 	if err := l.recover(); err != nil {
+		if l.cpf != nil {
+			l.cpf.Close()
+		}
 		lock.Close()
 		return nil, fmt.Errorf("open outbox: %w", err)
 	}
+	if err := l.checkSpace(0); err != nil {
+		// A volume left full: appends wait for the relay to free space.
+		l.refuse(0, err)
+	}
 	go l.run()
 	return l, nil
+}
+
+// checkVolume sets the reserve from the volume's size and warns when
+// MaxBytes is more than the volume can hold: the disk then fills first.
+func (l *Log) checkVolume() {
+	total, _, err := l.fs.Statfs(l.opts.Dir)
+	if err != nil {
+		l.logger.Debug("free space of the outbox volume unknown: no reserve kept", "err", err)
+		return
+	}
+	l.reserve = l.opts.ReserveBytes
+	if l.reserve == 0 {
+		l.reserve = defaultReserve(total)
+	}
+	if room := total - l.reserve; l.opts.MaxBytes > 0 && l.opts.MaxBytes > room {
+		l.logger.Warn("outbox MaxBytes is more than its volume can hold: publishes will be refused when the volume fills, before MaxBytes",
+			"max_bytes", l.opts.MaxBytes, "volume_bytes", total, "reserve_bytes", l.reserve)
+	}
+}
+
+// errStatfs is Statfs's error where free space cannot be known.
+var errStatfs = errors.New("statfs not supported")
+
+// checkSpace returns an error wrapping syscall.ENOSPC when writing need
+// more bytes would leave less free space than the reserve (twice the
+// reserve while the disk is full, so that the state does not flap), nil
+// when there is room or free space cannot be known.
+func (l *Log) checkSpace(need int64) error {
+	if l.reserve == 0 {
+		return nil
+	}
+	_, free, err := l.fs.Statfs(l.opts.Dir)
+	if err != nil {
+		return nil // the write itself will tell
+	}
+	l.mu.Lock()
+	keep := l.reserve
+	if l.ep.full {
+		keep *= 2
+	}
+	l.mu.Unlock()
+	if free-need < keep {
+		return fmt.Errorf("outbox volume has %d bytes free, under the %d-byte reserve kept for the relay: %w", free, keep, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// diskFull reports whether appends are being refused for lack of space.
+func (l *Log) diskFull() bool { return l.full.Load() }
+
+// refuse counts n appends refused by err, starting an episode (logged
+// once) if none is under way.
+func (l *Log) refuse(n int, err error) {
+	full := errors.Is(err, syscall.ENOSPC)
+	l.mu.Lock()
+	start := !l.ep.active
+	if start {
+		l.ep = episode{active: true, since: time.Now()}
+	}
+	l.ep.full = l.ep.full || full
+	l.ep.refused += int64(n)
+	l.stats.Refused += uint64(n)
+	l.stats.DiskFull = l.ep.full
+	l.inEpisode.Store(true)
+	l.full.Store(l.ep.full)
+	l.mu.Unlock()
+	switch {
+	case !start:
+	case full:
+		l.logger.Warn("outbox disk full: refusing appends until the relay frees space", "reserve_bytes", l.reserve, "err", err)
+	default:
+		l.logger.Warn("outbox disk error: refusing appends until a write succeeds", "err", err)
+	}
+}
+
+// endEpisode ends the episode under way, if any, and logs what it refused.
+func (l *Log) endEpisode() {
+	if !l.inEpisode.Load() {
+		return
+	}
+	l.mu.Lock()
+	ep := l.ep
+	l.ep = episode{}
+	l.stats.DiskFull = false
+	l.inEpisode.Store(false)
+	l.full.Store(false)
+	l.mu.Unlock()
+	if ep.active {
+		l.logger.Info("outbox disk error over: appends accepted again", "disk_full", ep.full, "refused", ep.refused,
+			"duration", time.Since(ep.since).Round(time.Millisecond).String())
+	}
 }
 
 func (l *Log) path(name string) string { return filepath.Join(l.opts.Dir, name) }
@@ -242,6 +373,13 @@ func (l *Log) Append(ctx context.Context, data []byte) error {
 		return fmt.Errorf("append record: %w", ErrTooLarge)
 	}
 	size := int64(frameOverhead + len(data))
+	if l.diskFull() {
+		// Refused at once, without queueing, until the space is back.
+		if err := l.checkSpace(size); err != nil {
+			l.refuse(1, err)
+			return fmt.Errorf("append record: %w", err)
+		}
+	}
 	ns := l.now().UnixNano()
 	crc := payloadCRC(ns, data) // outside the lock: it reads all of data
 
@@ -339,6 +477,12 @@ func (l *Log) Close() error {
 	}
 	<-l.exited
 	defer l.lock.Close() // releases the flock
+	l.commitMu.Lock()
+	if l.cpf != nil {
+		l.cpf.Close()
+		l.cpf = nil
+	}
+	l.commitMu.Unlock()
 	f := l.w.f
 	l.w.f = nil
 	if f == nil {
@@ -385,8 +529,16 @@ func (l *Log) run() {
 			written := 0
 			if failed != nil {
 				b.err = failed
-			} else {
+			} else if b.err = l.checkSpace(int64(len(b.buf))); b.err == nil {
+				l.wmu.Lock()
 				b.durable, written, b.err = l.writeBatch(b.buf)
+				l.wmu.Unlock()
+			}
+			switch {
+			case b.err == nil:
+				l.endEpisode()
+			case failed == nil && !errors.Is(b.err, ErrFailed):
+				l.refuse(b.n-b.durable, b.err)
 			}
 
 			l.mu.Lock()
@@ -541,8 +693,8 @@ func (l *Log) repair(cause error) error {
 		return failed
 	}
 	w.f = f
-	l.logger.Warn("segment cut back after disk error", "segment", name, "size", w.size, "err", cause)
-	return cause
+	// Logged by the episode (refuse), once, not per failed batch.
+	return fmt.Errorf("%w (segment cut back to %d bytes)", cause, w.size)
 }
 
 var errBeyond = errors.New("position beyond the durable end of the log")
@@ -552,7 +704,7 @@ var errBeyond = errors.New("position beyond the durable end of the log")
 // segment resolves to the start of the first. l.mu must be held.
 func (l *Log) find(p Position) (int, int64, error) {
 	if len(l.segs) == 0 {
-		if p.Offset != 0 {
+		if p.Offset != 0 && l.cp.less(p) {
 			return -1, 0, fmt.Errorf("position %d:%d: %w", p.Segment, p.Offset, errBeyond)
 		}
 		return -1, 0, nil
@@ -670,15 +822,43 @@ func (l *Log) readSegment(entries []Entry, seq uint64, off, end int64, maxRecord
 }
 
 // Commit records that everything before p has been relayed: it persists p as
-// the checkpoint (tmp, fsync, rename, fsync dir), deletes the segments wholly
-// before it and frees their space for MaxBytes. p must be a position
-// returned by Read (an Entry.Next) or the current checkpoint; a position
-// beyond the durable end, or inside a record, is an error. Committing a
-// position at or before the checkpoint is a no-op.
+// the checkpoint (one slot of the preallocated checkpoint file overwritten in
+// place, no free space needed), deletes the segments wholly before it and
+// frees their space for MaxBytes. Once everything in the active segment is
+// committed and the segment holds retireBytes or the volume is short of
+// space, that segment is closed and deleted too (the next append starts a
+// new one), so relayed space comes back without waiting for a roll. p must
+// be a position returned by Read (an Entry.Next) or the current
+// checkpoint; a position beyond the durable end, or inside a record, is an
+// error. Committing a position at or before the checkpoint is a no-op.
+//
+// When the checkpoint cannot be written (its file could not be made on a
+// volume left full by an earlier version), Commit still releases the
+// segments relayed whole, which needs no checkpoint: Open starts at the
+// oldest segment left. It then tries the checkpoint again.
 func (l *Log) Commit(p Position) error {
 	l.commitMu.Lock()
 	defer l.commitMu.Unlock()
+	err := l.commit(p, true)
+	if err == nil && l.cpf == nil {
+		// Released whole without a checkpoint file: make it now that the
+		// relay freed space.
+		l.mu.Lock()
+		cp := l.cp
+		l.mu.Unlock()
+		if err = l.writeCheckpoint(cp); err != nil {
+			err = fmt.Errorf("commit checkpoint: %w", err)
+		}
+	}
+	if err == nil && l.diskFull() && l.checkSpace(0) == nil {
+		l.endEpisode() // the relay freed the space
+	}
+	return err
+}
 
+// commit does Commit's work; commitMu is held. fallback allows releasing
+// whole segments when the checkpoint cannot be written.
+func (l *Log) commit(p Position, fallback bool) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -714,7 +894,11 @@ func (l *Log) Commit(p Position) error {
 		return fmt.Errorf("commit checkpoint: %w", err)
 	}
 	if err := l.writeCheckpoint(np); err != nil {
-		return fmt.Errorf("commit checkpoint: %w", err)
+		err = fmt.Errorf("commit checkpoint: %w", err)
+		if fallback && l.releaseWhole(i, np) {
+			return l.commit(p, false)
+		}
+		return err
 	}
 
 	l.mu.Lock()
@@ -731,27 +915,117 @@ func (l *Log) Commit(p Position) error {
 	l.stats.PendingBytes -= off - from
 	l.segs = slices.Delete(l.segs, 0, i)
 	l.cp = np
-	pending := l.stats.PendingRecords > 0
-	if !pending {
-		l.stats.Oldest = time.Time{}
+	l.mu.Unlock()
+	l.removeSegments(drop)
+
+	if off >= retireBytes || l.spaceShort() {
+		l.retire(np)
+	}
+	l.refreshOldest()
+	return nil
+}
+
+// releaseWhole drops the segments before index i, and the one at i too if
+// everything in it is relayed (np is its end), without a checkpoint. It
+// reports whether it dropped any.
+func (l *Log) releaseWhole(i int, np Position) bool {
+	l.mu.Lock()
+	drop := make([]uint64, 0, i)
+	for _, s := range l.segs[:i] {
+		l.stats.PendingRecords -= s.pendRecords
+		l.stats.PendingBytes -= s.pendBytes
+		drop = append(drop, s.seq)
+	}
+	l.segs = slices.Delete(l.segs, 0, i)
+	if start := (Position{Segment: l.segs[0].seq}); l.cp.less(start) {
+		l.cp = start
 	}
 	l.mu.Unlock()
+	l.removeSegments(drop)
+	retired := l.retire(np)
+	l.refreshOldest()
+	return len(drop) > 0 || retired
+}
 
-	for _, seq := range drop {
+// retire deletes the first segment if everything in it is relayed (np is
+// its end), closing it first if the writer has it open; the next append
+// starts a new segment. It reports whether it did.
+func (l *Log) retire(np Position) bool {
+	relayed := func() bool {
+		return len(l.segs) > 0 && l.segs[0].seq == np.Segment && l.segs[0].size == np.Offset
+	}
+	l.mu.Lock()
+	ok := relayed()
+	l.mu.Unlock()
+	if !ok {
+		return false // without waiting for the writer's batch
+	}
+	l.wmu.Lock() // the writer is between batches
+	l.mu.Lock()
+	if !relayed() { // the writer added to it meanwhile
+		l.mu.Unlock()
+		l.wmu.Unlock()
+		return false
+	}
+	s := l.segs[0]
+	l.stats.PendingRecords -= s.pendRecords // 0: all relayed
+	l.stats.PendingBytes -= s.pendBytes
+	l.segs = slices.Delete(l.segs, 0, 1)
+	if l.cp.less(np) {
+		l.cp = np
+	}
+	l.mu.Unlock()
+	if l.w.f != nil && l.w.seq == s.seq {
+		if err := l.w.f.Close(); err != nil {
+			// Its content was synced; a close error loses nothing.
+			l.logger.Warn("close segment", "segment", segmentName(s.seq), "err", err)
+		}
+		l.w.f = nil
+	}
+	l.wmu.Unlock()
+	l.removeSegments([]uint64{s.seq})
+	return true
+}
+
+// removeSegments deletes the files of relayed segments.
+func (l *Log) removeSegments(seqs []uint64) {
+	for _, seq := range seqs {
 		if err := l.fs.Remove(l.path(segmentName(seq))); err != nil {
 			// Open deletes segments before the checkpoint; nothing is lost.
 			l.logger.Warn("delete segment", "segment", segmentName(seq), "err", err)
 		}
 	}
+}
+
+// spaceShort reports whether the volume is short of space: appends are
+// being refused, or less than four reserves are free.
+func (l *Log) spaceShort() bool {
+	if l.diskFull() {
+		return true
+	}
+	if l.reserve == 0 {
+		return false
+	}
+	_, free, err := l.fs.Statfs(l.opts.Dir)
+	return err == nil && free < 4*l.reserve
+}
+
+// refreshOldest sets Stats.Oldest to the time of the first pending record.
+func (l *Log) refreshOldest() {
+	l.mu.Lock()
+	pending, cp := l.stats.PendingRecords > 0, l.cp
+	if !pending {
+		l.stats.Oldest = time.Time{}
+	}
+	l.mu.Unlock()
 	if pending {
-		// Only Commit lowers PendingRecords, so the record at np exists.
-		if e, err := l.Read(np, 1, 1); err == nil && len(e) == 1 {
+		// Only Commit lowers PendingRecords, so a record after cp exists.
+		if e, err := l.Read(cp, 1, 1); err == nil && len(e) == 1 {
 			l.mu.Lock()
 			l.stats.Oldest = e[0].Time
 			l.mu.Unlock()
 		}
 	}
-	return nil
 }
 
 // countFrames counts the frames of segment seq between from and to, which
@@ -791,60 +1065,16 @@ func (l *Log) countFrames(seq uint64, from, to int64) (int64, error) {
 	return 0, fmt.Errorf("position %d:%d is not a record boundary", seq, to)
 }
 
-// writeCheckpoint persists p atomically: tmp, fsync, rename, fsync dir.
-func (l *Log) writeCheckpoint(p Position) error {
-	b := encodeCheckpoint(p)
-	tmp := l.path(checkpointName + ".tmp")
-	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("create checkpoint: %w", err)
-	}
-	if _, err := f.WriteAt(b, 0); err != nil {
-		f.Close()
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync checkpoint: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close checkpoint: %w", err)
-	}
-	if err := l.fs.Rename(tmp, l.path(checkpointName)); err != nil {
-		return fmt.Errorf("rename checkpoint: %w", err)
-	}
-	if err := syncDir(l.fs, l.opts.Dir); err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	return nil
-}
-
-// The checkpoint file: segment (8 bytes), offset (8), CRC-32C of those (4),
-// little endian.
-const checkpointSize = 20
-
-func encodeCheckpoint(p Position) []byte {
-	b := make([]byte, 0, checkpointSize)
-	b = binary.LittleEndian.AppendUint64(b, p.Segment)
-	b = binary.LittleEndian.AppendUint64(b, uint64(p.Offset))
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-}
-
-func decodeCheckpoint(b []byte) (Position, error) {
-	if len(b) != checkpointSize || crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:]) {
-		return Position{}, errors.New("bad checkpoint")
-	}
-	p := Position{Segment: binary.LittleEndian.Uint64(b), Offset: int64(binary.LittleEndian.Uint64(b[8:]))}
-	if p.Offset < 0 {
-		return Position{}, errors.New("bad checkpoint offset")
-	}
-	return p, nil
-}
-
 // lockDir takes an exclusive, non-blocking flock on dir/LOCK. The kernel
 // releases it when the process dies, so a crash never leaves it stale.
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// No room for the LOCK file on a volume left full (the first Open
+		// makes it, so only a volume never opened here): lock the
+		// directory itself, which needs no space.
+		f, err = os.Open(dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock dir: %w", err)
 	}

@@ -404,10 +404,10 @@ func TestCheckpointRecovery(t *testing.T) {
 	}{
 		{"missing", nil, Position{2, 0}, names("r", 0, 4)},
 		{"damaged", []byte("garbage"), Position{2, 0}, names("r", 0, 4)},
-		{"before the first segment", encodeCheckpoint(Position{1, 2 * frame3}), Position{2, 0}, names("r", 0, 4)},
-		{"in the first segment", encodeCheckpoint(Position{2, frame3}), Position{2, frame3}, names("r", 1, 4)},
-		{"off a record boundary", encodeCheckpoint(Position{2, 5}), Position{2, 0}, names("r", 0, 4)},
-		{"beyond its segment", encodeCheckpoint(Position{2, 1000}), Position{2, 0}, names("r", 0, 4)},
+		{"before the first segment", encodeLegacyCheckpoint(Position{1, 2 * frame3}), Position{2, 0}, names("r", 0, 4)},
+		{"in the first segment", encodeLegacyCheckpoint(Position{2, frame3}), Position{2, frame3}, names("r", 1, 4)},
+		{"off a record boundary", encodeLegacyCheckpoint(Position{2, 5}), Position{2, 0}, names("r", 0, 4)},
+		{"beyond its segment", encodeLegacyCheckpoint(Position{2, 1000}), Position{2, 0}, names("r", 0, 4)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -418,10 +418,12 @@ func TestCheckpointRecovery(t *testing.T) {
 			if err := os.Rename(filepath.Join(dir, "00000001.seg"), filepath.Join(dir, "00000002.seg")); err != nil {
 				t.Fatal(err)
 			}
-			if tc.cp != nil {
-				if err := os.WriteFile(filepath.Join(dir, checkpointName), tc.cp, 0o644); err != nil {
+			if tc.cp == nil {
+				if err := os.Remove(filepath.Join(dir, checkpointName)); err != nil {
 					t.Fatal(err)
 				}
+			} else if err := os.WriteFile(filepath.Join(dir, checkpointName), tc.cp, 0o644); err != nil {
+				t.Fatal(err)
 			}
 			l2 := openLog(t, Options{Dir: dir})
 			if got := l2.Checkpoint(); got != tc.wantCP {
@@ -442,7 +444,7 @@ func TestCommittedSegmentsDeletedOnOpen(t *testing.T) {
 	appendAll(t, l, names("r", 0, 3)...)
 	l.Close()
 	// A crash after the checkpoint rename, before the segments were deleted.
-	if err := os.WriteFile(filepath.Join(dir, checkpointName), encodeCheckpoint(Position{3, 0}), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, checkpointName), encodeLegacyCheckpoint(Position{3, 0}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l2 := openLog(t, Options{Dir: dir, SegmentBytes: frame3})

@@ -10,6 +10,18 @@ import (
 // DefaultSegmentBytes is the segment size used when Options.SegmentBytes is 0.
 const DefaultSegmentBytes = 64 << 20
 
+// DefaultReserveMin and DefaultReserveMax bound the default ReserveBytes,
+// 1% of the volume.
+const (
+	DefaultReserveMin = 64 << 10
+	DefaultReserveMax = 1 << 20
+)
+
+// defaultReserve is the ReserveBytes used for a volume of total bytes.
+func defaultReserve(total int64) int64 {
+	return min(max(total/100, DefaultReserveMin), DefaultReserveMax)
+}
+
 // Options configures a Log. The zero value of each field but Dir is usable.
 type Options struct {
 	// Dir holds the segments and the checkpoint; Open creates it. Required.
@@ -22,6 +34,13 @@ type Options struct {
 	// MaxBytes limits the framed bytes appended and not yet committed; an
 	// Append beyond it fails with ErrFull. 0 ⇒ no limit.
 	MaxBytes int64
+	// ReserveBytes is the free space the volume must keep: an Append that
+	// would leave less fails with an error wrapping syscall.ENOSPC, so that
+	// a full disk never blocks the way out (a new segment, the directory,
+	// the file system's own metadata; on copy-on-write file systems the
+	// checkpoint's overwrite too). 0 ⇒ 1% of the volume, at least
+	// DefaultReserveMin (64 KiB) and at most DefaultReserveMax (1 MiB).
+	ReserveBytes int64
 	// Logger receives recovery and disk-error events. nil ⇒ discard.
 	Logger *slog.Logger
 	// Now stamps each record. nil ⇒ time.Now.
@@ -40,6 +59,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("validate options: SegmentBytes %d is negative", o.SegmentBytes)
 	case o.MaxBytes < 0:
 		return fmt.Errorf("validate options: MaxBytes %d is negative", o.MaxBytes)
+	case o.ReserveBytes < 0:
+		return fmt.Errorf("validate options: ReserveBytes %d is negative", o.ReserveBytes)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 
 // recover rebuilds the Log's state from Dir; see Open.
 func (l *Log) recover() error {
-	cp, err := l.readCheckpoint()
+	cp, err := l.loadCheckpoint()
 	if err != nil {
 		return err
 	}
@@ -134,30 +134,6 @@ func parseSegmentName(name string) (uint64, bool) {
 	}
 	seq, err := strconv.ParseUint(digits, 10, 64)
 	return seq, err == nil && seq > 0
-}
-
-// readCheckpoint returns the persisted checkpoint; none, or a damaged one,
-// is the zero Position (everything is relayed again: a duplicate, not a loss).
-func (l *Log) readCheckpoint() (Position, error) {
-	f, err := l.fs.OpenFile(l.path(checkpointName), os.O_RDONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return Position{}, nil
-	}
-	if err != nil {
-		return Position{}, fmt.Errorf("open checkpoint: %w", err)
-	}
-	defer f.Close()
-	var b [checkpointSize + 1]byte
-	n, err := f.ReadAt(b[:], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return Position{}, fmt.Errorf("read checkpoint: %w", err)
-	}
-	p, err := decodeCheckpoint(b[:n])
-	if err != nil {
-		l.logger.Error("ignore damaged checkpoint, relaying from the start", "err", err)
-		return Position{}, nil
-	}
-	return p, nil
 }
 
 // recoverSegment validates segment seq from start on, repairs it if needed
