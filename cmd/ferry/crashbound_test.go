@@ -136,13 +136,34 @@ func killAtMoment(t *testing.T, app *crashApp, held <-chan struct{}, p *proc, re
 }
 
 // finishRun waits until the group acked every event and every id was
-// answered 200, then fills in the duplicates.
+// answered 200, then fills in the duplicates. On a timeout it says what
+// is missing: the ids never answered, with their dedupe state, and the
+// group's pending entries.
 func finishRun(t *testing.T, rdb *redis.Client, app *crashApp, group string, n int, r *crashRun) {
 	t.Helper()
-	waitUntil(t, 90*time.Second, "every id delivered and acked", func() bool {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		d, _ := app.seen()
-		return d == n && settled(rdb, group, int64(n))
-	})
+		if d == n && settled(rdb, group, int64(n)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			ctx := context.Background()
+			var missing []string
+			for i := range n {
+				id := fmt.Sprintf("ev-%d", i)
+				if app.count(id) == 0 && len(missing) < 20 {
+					st, _ := rdb.Get(ctx, "ferry:{orders}:dedupe:"+group+":"+id).Result()
+					missing = append(missing, id+"="+st)
+				}
+			}
+			groups, _ := rdb.XInfoGroups(ctx, ordersStream).Result()
+			pend, _ := rdb.XPending(ctx, ordersStream, group).Result()
+			t.Fatalf("run not finished within 90s: %d of %d ids answered 200; never answered (dedupe state): %v; groups %+v; pending %+v",
+				d, n, missing, groups, pend)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	distinct, total := app.seen()
 	r.duplicates = total - distinct
 }
