@@ -199,32 +199,43 @@ func crashSubscriberEnv(t *testing.T, redisURL string, app *crashApp, group, rep
 	return env
 }
 
-// TestSubscriberCrashDuplicatesBounded: SIGKILL a subscriber at a seeded
-// random moment of a delivery and restart it; the duplicates the app sees
-// stay within the bound, in every run.
-func TestSubscriberCrashDuplicatesBounded(t *testing.T) {
+// crashRunsOf runs crashRuns seeded runs against one stream of crashEvents
+// events and checks the bound over them. Each run gets a fresh app and a
+// consumer group of its own, and the kill moment; run kills at it and
+// returns the replicas left running.
+func crashRunsOf(t *testing.T, kind string, seed uint64, run func(srv *redistest.Server, app *crashApp, group string, r *crashRun) []*proc) {
 	srv := redistest.StartServer(t)
 	rdb := srv.Client(t)
 	crashStream(t, srv, rdb, crashEvents)
-	seed := crashSeed(t)
 	runs := make([]crashRun, crashRuns)
 	for i := range runs {
 		start := time.Now()
 		r := &runs[i]
-		r.seed, r.replicaKind = seed, "restart"
+		r.seed, r.replicaKind = seed, kind
 		r.killAt = killMoment(seed, i, crashEvents)
 		app := newCrashApp(t, crashAppDelay, nil)
-		group := fmt.Sprintf("billing-%d", i)
+		group := fmt.Sprintf("billing-%s-%d", kind, i)
+		left := run(srv, app, group, r)
+		finishRun(t, rdb, app, group, crashEvents, r)
+		for _, p := range left {
+			p.kill()
+		}
+		r.took = time.Since(start)
+	}
+	checkBound(t, runs)
+}
+
+// TestSubscriberCrashDuplicatesBounded: SIGKILL a subscriber at a seeded
+// random moment of a delivery and restart it; the duplicates the app sees
+// stay within the bound, in every run.
+func TestSubscriberCrashDuplicatesBounded(t *testing.T) {
+	crashRunsOf(t, "restart", crashSeed(t), func(srv *redistest.Server, app *crashApp, group string, r *crashRun) []*proc {
 		env := crashSubscriberEnv(t, srv.URL(), app, group, "r0")
 		held := app.holdAfter(r.killAt)
 		sub := startFerry(t, env)
 		r.before, r.inflight = killAtMoment(t, app, held, sub, "r0")
-		sub = startFerry(t, env)
-		finishRun(t, rdb, app, group, crashEvents, r)
-		sub.kill()
-		r.took = time.Since(start)
-	}
-	checkBound(t, runs)
+		return []*proc{startFerry(t, env)}
+	})
 }
 
 // TestReplicaTakeoverDuplicatesBounded: two replicas of one app share the
@@ -233,27 +244,13 @@ func TestSubscriberCrashDuplicatesBounded(t *testing.T) {
 // delivers them. The duplicates stay within the same bound, counting the
 // dead replica's requests in flight at the app.
 func TestReplicaTakeoverDuplicatesBounded(t *testing.T) {
-	srv := redistest.StartServer(t)
-	rdb := srv.Client(t)
-	crashStream(t, srv, rdb, crashEvents)
-	seed := crashSeed(t) + 1000
-	runs := make([]crashRun, crashRuns)
-	for i := range runs {
-		start := time.Now()
-		r := &runs[i]
-		r.seed, r.replicaKind = seed, "takeover"
-		r.killAt = killMoment(seed, i, crashEvents)
-		app := newCrashApp(t, crashAppDelay, nil)
-		group := fmt.Sprintf("billing-takeover-%d", i)
+	crashRunsOf(t, "takeover", crashSeed(t)+1000, func(srv *redistest.Server, app *crashApp, group string, r *crashRun) []*proc {
 		app.hold() // both replicas deliver before the kill moment
 		r0 := startFerry(t, crashSubscriberEnv(t, srv.URL(), app, group, "r0"))
 		r1 := startFerry(t, crashSubscriberEnv(t, srv.URL(), app, group, "r1"))
 		held := app.holdAfter(r.killAt)
 		app.release()
 		r.before, r.inflight = killAtMoment(t, app, held, r0, "r0")
-		finishRun(t, rdb, app, group, crashEvents, r)
-		r1.kill()
-		r.took = time.Since(start)
-	}
-	checkBound(t, runs)
+		return []*proc{r1}
+	})
 }
