@@ -14,12 +14,14 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
 
-# deps installs what the tests and the demo need: redis-server, and promtool
-# (Debian's prometheus package) for the alert-rule tests.
+# deps installs what the tests and the demo need: redis-server, promtool
+# (Debian's prometheus package) for the alert-rule tests, and ip (iproute2)
+# for the network namespaces of internal/netnstest.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -133,10 +133,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.parts.Redis.Up() {
 		body.Checks["redis"] = "up"
 	}
-	// "full" once there is no room left for a typical event: under 1/16 of
-	// the limit, at most 64 KiB.
+	// "full" while the volume is (disk-full) or once there is no room left
+	// for a typical event: under 1/16 of the limit, at most 64 KiB.
 	max := a.opts.OutboxMaxBytes
-	if st := a.parts.Outbox.Stats(); max-st.PendingBytes < min(64<<10, max/16) {
+	if st := a.parts.Outbox.Stats(); st.DiskFull || max-st.PendingBytes < min(64<<10, max/16) {
 		body.Checks["outbox"] = "full"
 	}
 	code := http.StatusOK

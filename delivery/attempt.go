@@ -18,7 +18,8 @@ const (
 	duplicate                 // already delivered (dedupe): ack without delivering
 	retryLater                // the app failed: try again after delay, counting an attempt
 	wait                      // not tried (busy claim, Redis, breaker): again after delay, no attempt used
-	deadLetter                // park it with reason
+	deadLetter                // add it to the dead letters with reason, then ack
+	park                      // the app is not there: wait for it, no attempt used
 	abandon                   // shutting down: leave it pending in Redis
 )
 
@@ -42,6 +43,9 @@ func (s *Subscriber) attempt(ctx context.Context, d *delivery) outcome {
 	}
 	if d.delivered || d.parked {
 		return outcome{verdict: settle} // never POST again what the app already has, or what is dead-lettered
+	}
+	if !s.appHealthy() {
+		return outcome{verdict: park}
 	}
 	dkey := stream.DedupeKey(s.opts.Topic, s.opts.AppID, d.msg.ID)
 	if !d.replay {
@@ -73,13 +77,12 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 		return outcome{verdict: wait, delay: waitNoAttempt} // refused by the breaker: no attempt used
 	}
 	start := time.Now()
-	status, retryAfter, perr := s.send(ctx, d)
+	status, retryAfter, result, perr := s.send(ctx, d)
 	if ctx.Err() != nil && status == 0 {
 		// Cut off by shutdown: not the app's failure, not an attempt.
 		done(true)
 		return outcome{verdict: abandon}
 	}
-	result := retry.Classify(status, perr)
 	done(!result.Failure())
 	s.m.DeliveryAttempts.WithLabelValues(s.opts.Topic, string(result)).Inc()
 	s.m.DeliveryDuration.WithLabelValues(s.opts.Topic).Observe(time.Since(start).Seconds())
@@ -91,6 +94,11 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	case result == retry.Success:
 		d.delivered = true
 		return outcome{verdict: settle}
+	case !result.SpendsAttempt(): // unreachable: the app is not there, which is no fault of the message
+		if s.deps.App != nil {
+			s.deps.App.Unreachable()
+		}
+		return outcome{verdict: park}
 	case result == retry.Poison:
 		return outcome{verdict: deadLetter, reason: "poison"}
 	case s.deps.Retry.Exhausted(d.attempt):
@@ -152,7 +160,7 @@ func (s *Subscriber) act(ctx context.Context, d *delivery, o outcome) {
 			s.later(d, o.delay, false)
 		}
 	case deadLetter:
-		if err := s.park(ctx, d, o.reason); err != nil {
+		if err := s.addDeadLetter(ctx, d, o.reason); err != nil {
 			s.log.Warn("dead-letter", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
 			if ctx.Err() == nil {
 				s.later(d, waitNoAttempt, false)
@@ -161,6 +169,29 @@ func (s *Subscriber) act(ctx context.Context, d *delivery, o outcome) {
 		}
 		d.parked = true
 		s.toSettler(settleReq{d: d})
+	case park:
+		s.park(ctx, d)
 	case abandon:
+	}
+}
+
+// park sets d aside until the app is back (Resume). The attempt it was
+// read or retried for is given back in Redis (the entry's delivery count
+// set one lower), so that neither the wait nor a restart during it spends
+// one: Resume counts it again.
+func (s *Subscriber) park(ctx context.Context, d *delivery) {
+	if d.attempt > 0 {
+		err := s.rdb.Do(ctx, "XCLAIM", d.stream, s.opts.AppID, s.opts.Consumer, 0, d.msg.StreamID,
+			"RETRYCOUNT", d.attempt-1, "JUSTID").Err()
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("give back attempt", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
+		}
+		d.attempt--
+	}
+	s.mu.Lock()
+	s.parked = append(s.parked, d)
+	s.mu.Unlock()
+	if s.appHealthy() {
+		s.Resume() // back already (a race with the health callback): do not wait for the next one
 	}
 }

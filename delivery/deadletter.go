@@ -20,10 +20,10 @@ const (
 	dlStreamID = "dl:stream_id"
 )
 
-// park adds d to this group's dead-letter stream, counts and logs it; the
+// addDeadLetter adds d to this group's dead-letter stream, counts and logs it; the
 // caller then acks it. A crash in between duplicates the dead letter,
 // never loses the message.
-func (s *Subscriber) park(ctx context.Context, d *delivery, reason string) error {
+func (s *Subscriber) addDeadLetter(ctx context.Context, d *delivery, reason string) error {
 	vals := make([]any, 0, 2*len(d.msg.Fields)+12)
 	for k, v := range d.msg.Fields {
 		vals = append(vals, k, v)

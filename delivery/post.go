@@ -31,13 +31,15 @@ func NewClient(conns int) *http.Client {
 }
 
 // send sends one attempt of d to the app and returns the status (0 when
-// there was no answer), the Retry-After it asked for, and the transport error.
-func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration, error) {
+// there was no answer), the Retry-After it asked for, the result (how far
+// the request got decides between unreachable and error), and the
+// transport error.
+func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration, retry.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(d.msg.Body))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, retry.Error, err
 	}
 	h := req.Header
 	for k, v := range d.msg.Header {
@@ -56,9 +58,10 @@ func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration,
 	if s.opts.AppToken != "" {
 		h.Set("Authorization", "Bearer "+s.opts.AppToken)
 	}
+	req, wire := retry.Observe(req)
 	resp, err := s.deps.Client.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, wire.Classify(0, err), err
 	}
 	// Drain a little so the connection is reused; the app's body is not needed.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
@@ -67,5 +70,5 @@ func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration,
 	if v := resp.Header.Get("Retry-After"); v != "" && retry.Classify(resp.StatusCode, nil) == retry.Retry {
 		after, _ = retry.ParseRetryAfter(v, time.Now())
 	}
-	return resp.StatusCode, after, nil
+	return resp.StatusCode, after, wire.Classify(resp.StatusCode, nil), nil
 }

@@ -62,6 +62,10 @@ func (s *Subscriber) read(ctx context.Context) {
 	ownDone := false
 	lastClaim := time.Time{}
 	for ctx.Err() == nil {
+		if !s.appHealthy() {
+			_ = s.deps.App.WaitHealthy(ctx) // the app is away: read nothing new, spend no attempts
+			continue
+		}
 		if s.deps.Breakers.State(s.opts.Topic) == breaker.Open {
 			_ = s.deps.Breakers.Wait(ctx, s.opts.Topic) // open: read nothing new, spend no attempts
 			continue

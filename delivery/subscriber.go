@@ -53,6 +53,14 @@ type RedisHealth interface {
 	Outages() uint64
 }
 
+// AppHealth says whether the app is there (apphealth.Prober). Delivery
+// reports what it sees (Unreachable) and pauses while the app is not.
+type AppHealth interface {
+	Healthy() bool
+	Unreachable()
+	WaitHealthy(ctx context.Context) error
+}
+
 // Trimmer trims the topic stream, reporting whether group holds it back.
 type Trimmer interface {
 	Trim(ctx context.Context, topic, group string) (groupBlocked bool, err error)
@@ -67,7 +75,8 @@ type Deps struct {
 	Client   *http.Client // NewClient
 	Metrics  *metrics.Metrics
 	Health   RedisHealth
-	Trimmer  Trimmer // nil: no trimming
+	Trimmer  Trimmer   // nil: no trimming
+	App      AppHealth // nil: the app is taken to be always there
 	Log      *slog.Logger
 }
 
@@ -98,6 +107,9 @@ type Subscriber struct {
 	// a second copy of an id (a re-publish, a relay re-send) read by this
 	// replica would claim it again; it waits here instead.
 	holding map[string]struct{}
+	// parked: deliveries that found the app unreachable (or not ready),
+	// waiting for it without spending attempts; Resume releases them.
+	parked []*delivery
 
 	replayUntil      atomic.Pointer[string] // entries up to this id are replays
 	retentionBlocked bool                   // only refresh touches it
@@ -150,6 +162,22 @@ func (s *Subscriber) Topic() string { return s.opts.Topic }
 
 // Route is the app's path for this topic.
 func (s *Subscriber) Route() string { return s.opts.Route }
+
+// Resume makes every delivery parked for the app's absence ready again at
+// once (their attempt counted again in Redis first), instead of after a
+// backoff: the app is back.
+func (s *Subscriber) Resume() {
+	s.mu.Lock()
+	parked := s.parked
+	s.parked = nil
+	s.mu.Unlock()
+	for _, d := range parked {
+		s.later(d, 0, true)
+	}
+}
+
+// appHealthy reports whether the app is there (always, without AppHealth).
+func (s *Subscriber) appHealthy() bool { return s.deps.App == nil || s.deps.App.Healthy() }
 
 // Status returns the group's figures as last refreshed.
 func (s *Subscriber) Status() Status { return *s.status.Load() }

@@ -36,7 +36,7 @@ type Metrics struct {
 	ConsumerLag       *prometheus.GaugeVec
 	RetentionLagging  *prometheus.GaugeVec
 	BuildInfo         *prometheus.GaugeVec
-	OutboxDiskFull    prometheus.Gauge
+	OutboxDiskFull    prometheus.GaugeFunc
 	OutboxMaxBytes    prometheus.Gauge
 	AppHealthy        prometheus.Gauge
 	RelayWaitReplicas prometheus.Histogram
@@ -123,8 +123,14 @@ func New(reg prometheus.Registerer, version string, subscriptions []string) *Met
 			Help: "1 when this group's undelivered entries hold the stream above FERRY_STREAM_MAX_LEN/MAX_AGE."}, sub),
 		BuildInfo: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_build_info",
 			Help: "Always 1; labels carry the ferry version and Go version."}, []string{"version", "goversion"}),
-		OutboxDiskFull: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_disk_full",
-			Help: "1 while publishes are refused for lack of disk space on the outbox volume."}),
+		OutboxDiskFull: f.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_outbox_disk_full",
+			Help: "1 while publishes are refused for lack of disk space on the outbox volume (ENOSPC, or free space under the reserve the relay and checkpoint need)."},
+			m.outboxStat(func(st outbox.Stats) float64 {
+				if st.DiskFull {
+					return 1
+				}
+				return 0
+			})),
 		OutboxMaxBytes: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_outbox_max_bytes",
 			Help: "FERRY_OUTBOX_MAX_BYTES: the outbox limit, for ratios in alerts."}),
 		AppHealthy: f.NewGauge(prometheus.GaugeOpts{Name: "ferry_app_healthy",

@@ -171,7 +171,7 @@ func (l *Log) loadCheckpoint() (Position, error) {
 // seq, keeping the bytes of head (the file's content) elsewhere, and keeps
 // it open for Commit.
 func (l *Log) prepareCheckpoint(p Position, seq uint64, head []byte) error {
-	f, err := l.fs.OpenFile(l.path(checkpointName), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := l.fs.OpenFile(l.path(checkpointName), os.O_RDWR|os.O_CREATE, filePerm)
 	if err != nil {
 		return fmt.Errorf("create checkpoint: %w", err)
 	}

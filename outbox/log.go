@@ -338,15 +338,26 @@ func (l *Log) endEpisode() {
 
 func (l *Log) path(name string) string { return filepath.Join(l.opts.Dir, name) }
 
+// The outbox holds message bodies: its directory is private to the user
+// ferry runs as, and so is every file in it (the umask can only narrow this).
+const (
+	dirPerm  os.FileMode = 0o700
+	filePerm os.FileMode = 0o600
+)
+
 // createDir makes Dir and, when it is new, makes its entry durable too.
 func (l *Log) createDir() error {
 	dir := filepath.Clean(l.opts.Dir)
-	if _, err := l.fs.Stat(dir); err == nil {
+	if fi, err := l.fs.Stat(dir); err == nil {
+		if perm := fi.Mode().Perm(); perm&^dirPerm != 0 {
+			l.logger.Warn("outbox directory is open to other users; its files hold message bodies",
+				"dir", dir, "mode", fmt.Sprintf("%#o", perm), "want", fmt.Sprintf("%#o", dirPerm))
+		}
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("stat dir: %w", err)
 	}
-	if err := l.fs.MkdirAll(dir, 0o755); err != nil {
+	if err := l.fs.MkdirAll(dir, dirPerm); err != nil {
 		return fmt.Errorf("create dir: %w", err)
 	}
 	if err := syncDir(l.fs, filepath.Dir(dir)); err != nil {
@@ -640,7 +651,7 @@ func (l *Log) roll() error {
 	seq := w.nextSeq
 	w.nextSeq++ // even on failure: a half-made file must not block the next try
 	name := segmentName(seq)
-	f, err := l.fs.OpenFile(l.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := l.fs.OpenFile(l.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
 	if err != nil {
 		return fmt.Errorf("create segment %s: %w", name, err)
 	}
@@ -1068,7 +1079,7 @@ func (l *Log) countFrames(seq uint64, from, to int64) (int64, error) {
 // lockDir takes an exclusive, non-blocking flock on dir/LOCK. The kernel
 // releases it when the process dies, so a crash never leaves it stale.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, filePerm)
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		// No room for the LOCK file on a volume left full (the first Open
 		// makes it, so only a volume never opened here): lock the

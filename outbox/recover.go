@@ -320,7 +320,7 @@ func (l *Log) truncateSegment(name string, size int64) error {
 func (l *Log) quarantine(src io.ReaderAt, name string, size int64) (string, error) {
 	path := l.path(name)
 	tmp := path + ".tmp"
-	out, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	out, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return "", fmt.Errorf("create segment tmp: %w", err)
 	}

@@ -87,6 +87,7 @@ func (s *Sidecar) start() *running {
 	}
 	p.loops.Go(func() { subs.Wait(); close(p.subsDone) })
 	p.loops.Go(func() { s.checkRedis(work) })
+	p.loops.Go(func() { _ = s.app.Run(work) })
 	p.loops.Go(func() { s.watchOutbox(work, p.outboxFailed) })
 	p.loops.Go(func() { _ = s.trimmer.Run(work, &s.topics, s.subscribes, s.refreshEvery, s.log) })
 	return p

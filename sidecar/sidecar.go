@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ferry-sidecar/ferry/admin"
+	"github.com/ferry-sidecar/ferry/apphealth"
 	"github.com/ferry-sidecar/ferry/breaker"
 	"github.com/ferry-sidecar/ferry/config"
 	"github.com/ferry-sidecar/ferry/dedupe"
@@ -57,6 +58,7 @@ type Sidecar struct {
 	rdb      redis.UniversalClient
 	health   *redisconn.Health
 	breakers *breaker.Set
+	app      *apphealth.Prober
 	trimmer  *retention.Trimmer
 	topics   retention.Topics // published to; trimmed where no subscriber runs here
 	subs     []*delivery.Subscriber
@@ -94,14 +96,24 @@ func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gathere
 	s.health = redisconn.NewHealth(log, func(up bool) { s.metrics.RedisUp.Set(boolFloat(up)) })
 	rdb.AddHook(s.health)
 	s.breakers = breaker.New(breaker.Settings{
-		FailureRatio: cfg.BreakerFailureRatio,
-		MinRequests:  uint32(cfg.BreakerMinRequests),
-		OpenTimeout:  cfg.BreakerOpenTimeout,
+		FailureRatio:        cfg.BreakerFailureRatio,
+		MinRequests:         uint32(cfg.BreakerMinRequests),
+		ConsecutiveFailures: uint32(cfg.BreakerConsecutiveFailures),
+		OpenTimeout:         cfg.BreakerOpenTimeout,
 		OnStateChange: func(name string, from, to breaker.State) {
 			s.metrics.BreakerState.WithLabelValues(name).Set(float64(to))
 			s.log.Warn("breaker state", "topic", name, "from", from.String(), "to", to.String())
 		},
 	})
+	s.app, err = apphealth.New(apphealth.Config{
+		URL: cfg.AppURL, Path: cfg.AppHealthPath, Interval: cfg.AppHealthInterval, Threshold: cfg.AppHealthThreshold,
+		OnChange: s.appChanged, Logger: log.With("component", "apphealth"),
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, &config.VarError{Var: config.Prefix + "APP_HEALTH_PATH", Err: err}
+	}
+	s.metrics.AppHealthy.Set(s.app.Value())
 	s.trimmer = retention.New(rdb, retention.Options{MaxLen: cfg.StreamMaxLen, MaxAge: cfg.StreamMaxAge})
 	ob, err := outbox.Open(outbox.Options{Dir: cfg.OutboxDir, MaxBytes: cfg.OutboxMaxBytes, Logger: log.With("component", "outbox")})
 	if err != nil {
@@ -125,7 +137,7 @@ func (s *Sidecar) buildParts(ob durableLog) {
 	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"))
 	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions)))
 	s.subs = s.subscribers()
-	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, Gatherer: s.gatherer}
+	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, AppHealth: s.app, Gatherer: s.gatherer}
 	for _, sub := range s.subs {
 		parts.Subscriptions = append(parts.Subscriptions, sub)
 	}
@@ -145,6 +157,7 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		Metrics:  s.metrics,
 		Health:   s.health,
 		Trimmer:  s.trimmer,
+		App:      s.app,
 		Log:      s.log,
 	}
 	var subs []*delivery.Subscriber
@@ -158,6 +171,25 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		}, deps))
 	}
 	return subs
+}
+
+// appChanged follows the app's health: the gauge, and on its return the
+// breakers let deliveries through at once (closed when a health path said
+// so, half-open when only a TCP connect did: one delivery then decides)
+// and every delivery parked for the app's absence is retried at once.
+func (s *Sidecar) appChanged(healthy bool) {
+	s.metrics.AppHealthy.Set(boolFloat(healthy))
+	if !healthy {
+		return
+	}
+	for _, sub := range s.subs {
+		if s.cfg.AppHealthPath != "" {
+			s.breakers.Reset(sub.Topic())
+		} else {
+			s.breakers.Trial(sub.Topic())
+		}
+		sub.Resume()
+	}
 }
 
 // redisConfigError names the FERRY_ variable behind a redisconn option error.

@@ -24,23 +24,8 @@ import (
 // End-to-end tests of issue 14, "an app that is down is not a bad message":
 // the real binary, real Redis, and a real app server that is stopped and
 // started again on the same port.
-//
-// The tests that need the delivery wiring of issue 14 (unreachable pauses the
-// subscription, the consecutive-failures breaker, app health probes) run only
-// with FERRY_TEST_ISSUE14_WIRED=1 until that wiring is in; the guard goes
-// once it is (see needsIssue14Wiring).
 
 const ordersDLQ = "ferry:{orders}:dlq:billing"
-
-// needsIssue14Wiring guards a test that fails until delivery/ uses
-// retry.Unreachable, breaker.Settings.ConsecutiveFailures and apphealth.
-// TODO(issue 14): remove this guard, and its calls, with the wiring.
-func needsIssue14Wiring(t *testing.T) {
-	t.Helper()
-	if os.Getenv("FERRY_TEST_ISSUE14_WIRED") == "" {
-		t.Skip("needs the issue 14 delivery wiring; set FERRY_TEST_ISSUE14_WIRED=1 to run")
-	}
-}
 
 // envSeconds reads a whole number of seconds from the environment variable
 // name, for shorter local runs; def when unset.
@@ -312,15 +297,9 @@ func issue14Subscriber(t *testing.T, redisURL string, app *flakyApp) map[string]
 // within 10 s. FERRY_TEST_APPDOWN_SECONDS shortens the outage and
 // FERRY_TEST_BUSY_EVENTS the busy phase for local runs.
 //
-// Without FERRY_TEST_ISSUE14_WIRED it still runs and logs the figures
-// (dead letters, time to first and to last delivery) for the issue's
-// closing note, without failing.
+// It logs the figures (dead letters, time to first and to last delivery)
+// for the issue's closing note.
 func TestAppBusyThenDown(t *testing.T) {
-	wired := os.Getenv("FERRY_TEST_ISSUE14_WIRED") != ""
-	check := t.Errorf
-	if !wired {
-		check = t.Logf // before the wiring: measure only
-	}
 	busy := 100_000
 	if v := os.Getenv("FERRY_TEST_BUSY_EVENTS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -375,16 +354,16 @@ func TestAppBusyThenDown(t *testing.T) {
 		outage, down, dl, dlDuringOutage, n, down, toFirst.Round(time.Millisecond), toAll.Round(time.Millisecond),
 		settled, subscriptionBreaker(t, sub), time.Since(testStart).Round(time.Second))
 	if dl != 0 {
-		check("%d dead letters, want 0", dl)
+		t.Errorf("%d dead letters, want 0", dl)
 	}
 	if n != down {
-		check("%d of %d events delivered, want all", n, down)
+		t.Errorf("%d of %d events delivered, want all", n, down)
 	}
 	if first.IsZero() || toFirst > 2*time.Second {
-		check("first delivery %s after the app accepted connections, want within 2s", toFirst)
+		t.Errorf("first delivery %s after the app accepted connections, want within 2s", toFirst)
 	}
 	if n != down || toAll > 10*time.Second {
-		check("all delivered %s after the app accepted connections, want within 10s", toAll)
+		t.Errorf("all delivered %s after the app accepted connections, want within 10s", toAll)
 	}
 }
 
@@ -404,7 +383,6 @@ func subscriptionBreaker(t *testing.T, p *proc) any {
 // (FERRY_TEST_CRASHLOOP_SECONDS), then recovers: nothing is dead-lettered and
 // everything is delivered.
 func TestAppCrashLoop(t *testing.T) {
-	needsIssue14Wiring(t)
 	const busy, during = 5000, 500
 	crash := envSeconds(t, "FERRY_TEST_CRASHLOOP_SECONDS", 30)
 	srv := redistest.StartServer(t)
@@ -439,7 +417,6 @@ func TestAppCrashLoop(t *testing.T) {
 // every time is exhausted after FERRY_RETRY_MAX_ATTEMPTS attempts, even
 // though the app was down (refusing connections) for a while in between.
 func TestAnswersStillCount(t *testing.T) {
-	needsIssue14Wiring(t)
 	srv := redistest.StartServer(t)
 	rdb := srv.Client(t)
 	app := newFlakyApp(t)
@@ -486,10 +463,10 @@ func TestAnswersStillCount(t *testing.T) {
 		t.Logf("dead letter %v", m.Values)
 	}
 	if len(msgs) == 2 {
-		if r := msgs[0].Values["reason"]; r != "poison" {
+		if r := msgs[0].Values["dl:reason"]; r != "poison" {
 			t.Errorf("poison-1 reason %v, want poison", r)
 		}
-		if r := msgs[1].Values["reason"]; r != "exhausted" {
+		if r := msgs[1].Values["dl:reason"]; r != "exhausted" {
 			t.Errorf("fail-1 reason %v, want exhausted", r)
 		}
 	}
@@ -500,7 +477,6 @@ func TestAnswersStillCount(t *testing.T) {
 // says so (ferry_app_healthy 0), and resumes within one interval (plus
 // slack for a loaded machine) of /healthz turning 200.
 func TestAppHealthPathPauses(t *testing.T) {
-	needsIssue14Wiring(t)
 	srv := redistest.StartServer(t)
 	rdb := srv.Client(t)
 	app := newFlakyApp(t)
@@ -553,7 +529,6 @@ func TestAppHealthPathPauses(t *testing.T) {
 // event arrives with Ferry-Attempt 2: neither the refused connections nor the
 // restart spent an attempt.
 func TestRestartWhilePausedKeepsAttempts(t *testing.T) {
-	needsIssue14Wiring(t)
 	const n = 20
 	srv := redistest.StartServer(t)
 	rdb := srv.Client(t)

@@ -29,41 +29,120 @@ import (
 const ordersStream = "ferry:{orders}:stream"
 
 // crashApp is a subscriber app that counts deliveries per Ferry-Message-Id
-// and the requests it is handling at any moment.
+// and the requests it is handling at any moment. A request is in flight
+// from the moment its handler starts (before the body is read) until its
+// answer is written and flushed; an answer 200 counts as a delivery. The
+// app can hold its answers (holdAt, release) so that the requests in
+// flight at a kill can be counted exactly.
 type crashApp struct {
 	srv      *httptest.Server
-	inflight atomic.Int64
+	inflight atomic.Int64 // requests received and not yet answered
 	mu       sync.Mutex
 	counts   map[string]int
 	attempts map[string][]string // Ferry-Attempt of each 200, by id
 	total    int
+	// open holds the requests in flight with the first segment of their
+	// path (the replica, when the test gives each its own FERRY_APP_URL).
+	open map[*http.Request]string
+	// gate, while set, holds every answer not yet being written;
+	// answering counts those past it and not yet flushed.
+	gate      chan struct{}
+	answering int
+	holdAt    int           // set gate once this many distinct ids are answered
+	held      chan struct{} // closed when holdAt set the gate
 	// hook, when set, runs before the answer; it returns the status.
 	hook func(r *http.Request) int
 }
 
 func newCrashApp(t *testing.T, delay time.Duration, hook func(r *http.Request) int) *crashApp {
-	a := &crashApp{counts: map[string]int{}, attempts: map[string][]string{}, hook: hook}
+	a := &crashApp{counts: map[string]int{}, attempts: map[string][]string{}, open: map[*http.Request]string{}, hook: hook}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.inflight.Add(1)
-		defer a.inflight.Add(-1)
-		_, _ = io.Copy(io.Discard, r.Body)
+		a.inflight.Add(1) // first: the request is the app's from here
+		replica, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		a.mu.Lock()
+		a.open[r] = replica
+		a.mu.Unlock()
+		_, rerr := io.Copy(io.Discard, r.Body)
 		time.Sleep(delay) // the app's work: keeps deliveries in flight
 		code := http.StatusOK
 		if a.hook != nil {
 			code = a.hook(r)
 		}
-		if code == http.StatusOK {
+		a.mu.Lock()
+		for a.gate != nil {
+			g := a.gate
+			a.mu.Unlock()
+			<-g
 			a.mu.Lock()
+		}
+		a.answering++
+		if code == http.StatusOK && rerr == nil { // a torn request was not processed
 			id := r.Header.Get("Ferry-Message-Id")
-			a.counts[id]++
+			if a.counts[id]++; a.counts[id] == 1 && a.holdAt > 0 && len(a.counts) >= a.holdAt {
+				a.holdAt = 0
+				a.gate = make(chan struct{})
+				close(a.held)
+			}
 			a.attempts[id] = append(a.attempts[id], r.Header.Get("Ferry-Attempt")+"@"+time.Now().Format("05.000"))
 			a.total++
-			a.mu.Unlock()
 		}
+		a.mu.Unlock()
 		w.WriteHeader(code)
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		a.mu.Lock()
+		a.answering--
+		delete(a.open, r)
+		a.mu.Unlock()
+		a.inflight.Add(-1)
 	}))
 	t.Cleanup(a.srv.Close)
+	t.Cleanup(a.release) // never leave handlers blocked behind the gate
 	return a
+}
+
+// holdAfter makes the app hold its answers once distinct ids have been
+// answered 200; the returned channel is closed then.
+func (a *crashApp) holdAfter(distinct int) <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.holdAt, a.held = distinct, make(chan struct{})
+	return a.held
+}
+
+// release lets held answers go.
+func (a *crashApp) release() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gate != nil {
+		close(a.gate)
+		a.gate = nil
+	}
+}
+
+// hold makes the app hold its answers until release.
+func (a *crashApp) hold() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gate == nil {
+		a.gate = make(chan struct{})
+	}
+}
+
+// openOf returns the requests of replica in flight, and whether every one
+// of them has seen its connection closed (its sender is gone).
+func (a *crashApp) openOf(replica string) (n int, orphaned bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	orphaned = true
+	for r, rep := range a.open {
+		if rep == replica {
+			n++
+			orphaned = orphaned && r.Context().Err() != nil
+		}
+	}
+	return n, orphaned
 }
 
 // seen returns the number of distinct ids answered 200 and of 200 answers.
@@ -267,89 +346,6 @@ func TestLeaseExpiryAfterOwnerDies(t *testing.T) {
 	}
 	if v, err := rdb.Get(context.Background(), "ferry:{orders}:dedupe:billing:x").Result(); err != nil || v != "d" {
 		t.Errorf("dedupe state of x = %q, %v; want done", v, err)
-	}
-}
-
-// TestSubscriberKilledTwiceUnderLoad: SIGKILL the subscriber twice while
-// it delivers 2,000 events: every id arrives at least once, and the
-// duplicates are bounded by the deliveries in flight at the kills. A kill
-// redelivers what the app had taken and ferry had not yet marked done in
-// the dedupe store: at most FERRY_DELIVERY_CONCURRENCY posts in flight,
-// plus the answered deliveries waiting for the settler's next batch
-// (settle.go), which with the app slower than a Redis round trip is at most
-// about one more round of them: 2×FERRY_DELIVERY_CONCURRENCY per kill.
-func TestSubscriberKilledTwiceUnderLoad(t *testing.T) {
-	const (
-		n           = 2000
-		concurrency = 8
-		publishers  = 16
-	)
-	srv := redistest.StartServer(t)
-	rdb := srv.Client(t)
-	app := newCrashApp(t, 5*time.Millisecond, nil)
-	pub := startFerry(t, ferryEnv(t, "orders-svc", srv.URL()))
-	subEnv := subscriberEnv(t, srv.URL(), app.srv.URL, "billing-0")
-	subEnv["FERRY_DELIVERY_CONCURRENCY"] = strconv.Itoa(concurrency)
-	sub := startFerry(t, subEnv)
-
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for w := range publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += publishers {
-				key := fmt.Sprintf("ev-%d", i)
-				if code, body := pub.publish("orders", key, map[string]string{"Idempotency-Key": key}); code != http.StatusAccepted {
-					errs <- fmt.Errorf("publish %s: %d %s", key, code, body)
-					return
-				}
-			}
-		}()
-	}
-	var inflight []int64
-	for _, at := range []int{500, 1300} {
-		waitUntil(t, 60*time.Second, fmt.Sprintf("%d ids delivered", at), func() bool {
-			d, _ := app.seen()
-			return d >= at
-		})
-		inflight = append(inflight, app.inflight.Load())
-		sub.kill()
-		d, total := app.seen()
-		t.Logf("SIGKILL at %d distinct ids (%d deliveries): %d requests in flight at the app", d, total, inflight[len(inflight)-1])
-		sub = startFerry(t, subEnv)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	waitUntil(t, 60*time.Second, "every id delivered and acked", func() bool {
-		d, _ := app.seen()
-		return d == n && settled(rdb, "billing", n)
-	})
-	for i := range n {
-		if app.count(fmt.Sprintf("ev-%d", i)) < 1 {
-			t.Fatalf("ev-%d never delivered", i)
-		}
-	}
-	distinct, total := app.seen()
-	dups := total - distinct
-	hits := scrapeMetric(t, sub, "ferry_dedupe_hits_total", map[string]string{"subscription": "orders"})
-	t.Logf("%d ids, %d deliveries, %d duplicates; in flight at the kills %v (FERRY_DELIVERY_CONCURRENCY=%d); dedupe hits after the last restart %v",
-		distinct, total, dups, inflight, concurrency, hits)
-	if dups > 2*2*concurrency {
-		app.mu.Lock()
-		for id, at := range app.attempts {
-			if len(at) > 1 {
-				t.Logf("%s: attempts %v", id, at)
-			}
-		}
-		app.mu.Unlock()
-		t.Errorf("%d duplicates after 2 kills, want at most %d (the deliveries in flight)", dups, 2*2*concurrency)
-	}
-	if code := sub.term(10 * time.Second); code != 0 {
-		t.Errorf("subscriber exit %d, want 0", code)
 	}
 }
 
