@@ -29,17 +29,6 @@ import (
 // used. Loopback callers reach the same listener with 127.0.0.1 as their
 // source address, as `ferry status` inside the pod would.
 
-// requireIssue21 skips what needs the issue 21 wiring in the sidecar
-// (the loopback rule in the admin API, FERRY_ADMIN_TOKEN and the _FILE
-// variables in config) until FERRY_TEST_ISSUE21_WIRED=1.
-// TODO(issue 21): remove this guard once wired.
-func requireIssue21(t *testing.T) {
-	t.Helper()
-	if os.Getenv("FERRY_TEST_ISSUE21_WIRED") != "1" {
-		t.Skip("issue 21 is not wired into the sidecar yet: run with FERRY_TEST_ISSUE21_WIRED=1 once it is")
-	}
-}
-
 // loopbackClient reaches any local address from 127.0.0.1.
 func loopbackClient() *http.Client {
 	return &http.Client{
@@ -130,7 +119,6 @@ func TestRemoteAdminNeedsToken(t *testing.T) {
 	}
 
 	t.Run("remote /v1 without a token is refused", func(t *testing.T) {
-		requireIssue21(t)
 		before := lastDelivered(t, rdb, "billing")
 		_, deliveries := app.seen()
 		for _, c := range []struct{ method, path, body string }{
@@ -211,7 +199,6 @@ func TestRemoteAdminWithToken(t *testing.T) {
 		check(t, sub, "api-token-7f3e", "nope")
 	})
 	t.Run("FERRY_ADMIN_TOKEN", func(t *testing.T) {
-		requireIssue21(t)
 		sub.kill()
 		env := cloneEnv(subEnv)
 		env["FERRY_API_TOKEN"] = "api-token-7f3e"
@@ -254,7 +241,6 @@ func assertNoSecret(t *testing.T, where, out string, secrets ...string) {
 // FERRY_APP_TOKEN_FILE and FERRY_REDIS_PASSWORD_FILE each work (the file's
 // trailing newline is not part of the secret), and no secret is logged.
 func TestSecretsFromFiles(t *testing.T) {
-	requireIssue21(t)
 	const (
 		apiToken   = "api-file-token-51d2"
 		adminToken = "admin-file-token-0b7c"
@@ -329,7 +315,6 @@ func TestSecretsFromFiles(t *testing.T) {
 // unreadable _FILE, stop ferry with exit 2 and a message naming the _FILE
 // variable, never the secret.
 func TestSecretFileErrorsExitTwo(t *testing.T) {
-	requireIssue21(t)
 	const secret = "both-set-secret-6c1d"
 	file := secretFile(t, "secret", secret+"\n")
 	missing := filepath.Join(t.TempDir(), "no-such-secret")
