@@ -10,36 +10,42 @@ import (
 	"github.com/ferry-sidecar/ferry/stream"
 )
 
-// settleMax bounds the deliveries settled in one round trip pair.
+// settleMax bounds the deliveries settled in one round trip.
 const settleMax = 256
 
 // settleReq is a delivery whose entry is to be acked: one the app answered
 // 2xx (complete: mark it done in the dedupe store first), a duplicate, or
-// a dead letter already parked.
+// a dead letter already added.
 type settleReq struct {
 	d         *delivery
 	complete  bool
 	duplicate bool
 }
 
-// toSettler hands r to the settler. It never blocks for long: settling
-// holds window entries and tracked ≤ window.
+// toSettler hands r to the settler. A completion first takes one of
+// Concurrency slots, so that at most that many deliveries the app has
+// answered wait for their completion (the duplicates a crash can cause
+// beyond those in flight at the app); the worker waits for a slot when
+// Redis is that slow. Acks need no slot: settling holds window entries
+// and tracked ≤ window.
 func (s *Subscriber) toSettler(r settleReq) {
 	if r.complete {
+		s.settleSlots <- struct{}{}
 		s.m.SettlePending.WithLabelValues(s.opts.Topic).Inc()
 	}
 	s.settling <- r
 }
 
-// settler settles what the workers hand over until s.settling is closed:
-// it takes whatever has queued up (at most settleMax), marks the
-// completions done in the dedupe store in one pipeline, then acks all of
-// it in a second one. Completion comes before the ack, so a Redis failure
-// between them never makes ferry deliver again.
+// settler completes what the workers hand over until s.settling is
+// closed: it takes whatever has queued up (at most settleMax, never
+// waiting for more), marks the completions done in the dedupe store in
+// one round trip, frees their slots, and hands the batch to the acker. It
+// never waits for an XACK, a read or a retry: the window between the
+// app's answer and the completion is one round trip plus the batch before.
 func (s *Subscriber) settler(ctx context.Context) {
-	batch := make([]settleReq, 0, settleMax)
+	defer close(s.acking)
 	for first := range s.settling {
-		batch = append(batch[:0], first)
+		batch := append(make([]settleReq, 0, 16), first)
 	more:
 		for len(batch) < settleMax {
 			select {
@@ -52,43 +58,51 @@ func (s *Subscriber) settler(ctx context.Context) {
 				break more
 			}
 		}
-		s.settleBatch(ctx, batch)
-		clear(batch) // drop the references until the next batch
+		completions, err := s.complete(ctx, batch)
+		for range completions {
+			<-s.settleSlots
+		}
+		s.m.SettlePending.WithLabelValues(s.opts.Topic).Sub(float64(completions))
+		if err != nil {
+			s.retrySettle("complete dedupe claims", batch, err, ctx)
+			continue
+		}
+		s.acking <- batch
 	}
 }
 
-// settleBatch completes and acks batch; what fails waits and is settled
-// again later (only these steps: the app has it).
-func (s *Subscriber) settleBatch(ctx context.Context, batch []settleReq) {
-	pending := s.m.SettlePending.WithLabelValues(s.opts.Topic)
-	retryAll := func(what string, err error) {
-		s.log.Warn(what, "messages", len(batch), "err", redisconn.RedactErr(err))
+// acker acks what the settler completed until s.acking is closed.
+// Completion comes before the ack, so a Redis failure between them never
+// makes ferry deliver again: the redelivery finds the id done.
+func (s *Subscriber) acker(ctx context.Context) {
+	for batch := range s.acking {
+		if err := s.ack(ctx, batch); err != nil {
+			s.retrySettle("ack", batch, err, ctx)
+			continue
+		}
+		now := time.Now()
 		for _, r := range batch {
-			if ctx.Err() == nil {
-				s.later(r.d, waitNoAttempt, false) // the settle verdict counts it as waiting again
+			s.finish(r.d)
+			switch {
+			case r.duplicate:
+				s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
+				s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
+			case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
+				s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
 			}
 		}
 	}
-	completions, err := s.complete(ctx, batch)
-	pending.Sub(float64(completions))
-	if err != nil {
-		retryAll("complete dedupe claims", err)
+}
+
+// retrySettle settles batch again later (the settle verdict: only the
+// completion and the ack, never the POST).
+func (s *Subscriber) retrySettle(what string, batch []settleReq, err error, ctx context.Context) {
+	s.log.Warn(what, "messages", len(batch), "err", redisconn.RedactErr(err))
+	if ctx.Err() != nil {
 		return
 	}
-	if err := s.ack(ctx, batch); err != nil {
-		retryAll("ack", err)
-		return
-	}
-	now := time.Now()
 	for _, r := range batch {
-		s.finish(r.d)
-		switch {
-		case r.duplicate:
-			s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
-			s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
-		case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
-			s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
-		}
+		s.later(r.d, waitNoAttempt, false)
 	}
 }
 

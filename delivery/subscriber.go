@@ -83,21 +83,23 @@ type Deps struct {
 // Subscriber consumes one topic for this app: its consumer group, its
 // bulkhead of workers, its breaker and rate limiter.
 type Subscriber struct {
-	opts     Options
-	deps     Deps
-	log      *slog.Logger
-	rdb      redis.UniversalClient
-	m        *metrics.Metrics
-	stream   string
-	redrive  string
-	dlq      string
-	url      string
-	limiter  *rate.Limiter
-	window   int
-	sched    *scheduler
-	ready    chan *delivery
-	freed    chan struct{}
-	settling chan settleReq // deliveries the app took, dead letters and duplicates, for the settler
+	opts        Options
+	deps        Deps
+	log         *slog.Logger
+	rdb         redis.UniversalClient
+	m           *metrics.Metrics
+	stream      string
+	redrive     string
+	dlq         string
+	url         string
+	limiter     *rate.Limiter
+	window      int
+	sched       *scheduler
+	ready       chan *delivery
+	freed       chan struct{}
+	settling    chan settleReq   // deliveries the app took, dead letters and duplicates, for the settler
+	settleSlots chan struct{}    // one per completion not yet written: at most Concurrency
+	acking      chan []settleReq // completed batches, for the acker
 
 	mu      sync.Mutex
 	tracked map[string]*delivery   // by delivery.key
@@ -149,6 +151,8 @@ func New(o Options, d Deps) *Subscriber {
 	}
 	s.ready = make(chan *delivery, s.window)
 	s.settling = make(chan settleReq, s.window)
+	s.settleSlots = make(chan struct{}, max(1, o.Concurrency))
+	s.acking = make(chan []settleReq, 4)
 	s.sched = newScheduler()
 	if o.Rate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(o.Rate), max(1, o.Burst))
@@ -195,10 +199,14 @@ func (s *Subscriber) Run(ctx, hard context.Context) error {
 			s.work(ctx, hard)
 		}()
 	}
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		s.settler(hard)
+	}()
+	go func() {
+		defer wg.Done()
+		s.acker(hard)
 	}()
 	go func() {
 		defer wg.Done()
