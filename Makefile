@@ -4,19 +4,20 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/ferry-sidecar/ferry/sidecar.Version=$(VERSION)
 GO ?= go
 
-.PHONY: all build deps test test-short bench bench-guard fuzz demo vet fmt clean
+.PHONY: all build deps test test-observability test-short bench bench-guard fuzz demo vet fmt clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
 
-# deps installs what the tests and the demo need: redis-server, and promtool
-# (Debian's prometheus package) for the alert-rule tests.
+# deps installs what the tests and the demo need: redis-server, and Debian's
+# prometheus package: promtool for the alert-rule tests, the server for the
+# dashboard test (cmd/ferry, TestDashboardAndAlertsAgainstPrometheus).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -33,6 +34,11 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) bench-guard
+
+# test-observability: the Grafana dashboard and the alert rules against a real
+# Prometheus scraping two live sidecars (also part of `make test`).
+test-observability: deps
+	$(GO) test -race -count=1 -run '^TestDashboardAndAlertsAgainstPrometheus$$' -v ./cmd/ferry/
 
 bench-guard:
 	$(GO) test -run '^$$' -bench . -benchtime 100x ./outbox/ ./retry/ ./sidecar/
