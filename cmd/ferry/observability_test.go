@@ -310,8 +310,8 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	defer appSrv.Close()
 
 	pubEnv := ferryEnv(t, "orders-svc", srv.URL())
-	pubEnv["FERRY_PUBLISH_RATE"] = "200"
-	pubEnv["FERRY_PUBLISH_BURST"] = "5"
+	pubEnv["FERRY_PUBLISH_RATE"] = "50" // the steady traffic is 20/s
+	pubEnv["FERRY_PUBLISH_BURST"] = "10"
 	subEnv := ferryEnv(t, "billing", srv.URL())
 	subEnv["FERRY_APP_URL"] = appSrv.URL
 	subEnv["FERRY_SUBSCRIPTIONS"] = "orders=/events/orders,payments=/events/payments"
@@ -325,7 +325,8 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	// Counters must be scraped at 0 before they move, or increase() and
 	// rate() see no change (as for a pod whose first scrape comes late).
 	waitUntil(t, 30*time.Second, "both sidecars scraped", func() bool {
-		return pr.value(t, `count(ferry_deadletters_total{namespace="promtest"})`) == 4 &&
+		return pr.value(t, `count(up{job="ferry"} == 1)`) == 2 &&
+			pr.value(t, `count(ferry_deadletters_total{namespace="promtest"})`) >= 4 &&
 			pr.value(t, `count(ferry_publish_duration_seconds_count{namespace="promtest"})`) == 2
 	})
 	t.Logf("started redis, app, 2 sidecars, prometheus, first scrape in %s", time.Since(begin).Round(time.Millisecond))
@@ -397,7 +398,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	}
 	burst.Wait()
 	if throttled.Load() == 0 {
-		t.Errorf("a burst of 40 over FERRY_PUBLISH_RATE=200/burst 5 got no 429")
+		t.Errorf("a burst of 40 over FERRY_PUBLISH_RATE=50/burst 10 got no 429")
 	}
 	waitUntil(t, 30*time.Second, "dedupe hit, dead letters and the payments breaker open", func() bool {
 		return scrapeMetric(t, sub, "ferry_dedupe_hits_total", map[string]string{"subscription": "orders"}) >= 1 &&

@@ -221,6 +221,7 @@ type Error struct {
 	Msg    string
 }
 
+// Error returns the one-line message.
 func (e *Error) Error() string { return e.Msg }
 
 // transportReason names why there was no answer, shortly.

@@ -17,6 +17,7 @@ type ConfigError struct {
 	Msg string
 }
 
+// Error names the variable and the problem.
 func (e *ConfigError) Error() string { return e.Var + ": " + e.Msg }
 
 // FromEnv builds the client settings from the sidecar's own variables,
