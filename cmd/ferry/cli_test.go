@@ -130,6 +130,9 @@ func TestCLIAgainstARunningSidecar(t *testing.T) {
 		return ok == 1 && scrapeMetric(t, p, "ferry_deadletters_total", map[string]string{"subscription": "orders", "reason": "poison"}) == 2
 	})
 
+	waitUntil(t, 20*time.Second, "the outbox relayed", func() bool {
+		return scrapeMetric(t, p, "ferry_outbox_pending_records", nil) == 0
+	})
 	t.Run("status", func(t *testing.T) {
 		r := ferryCLI(t, cliEnv, "status")
 		r.want(t, 0, "stdout", "APP ID  billing", "REDIS   up", "OUTBOX  0 records, 0 B",

@@ -334,6 +334,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	// Steady traffic for the rate panels, until the end of the test.
 	stop := make(chan struct{})
 	var sent, refused atomic.Int64
+	var lastAccepted atomic.Value // the key of the latest 202
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -355,6 +356,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 				key = "bad key"
 			}
 			if code, _ := pub.publish("orders", body, map[string]string{"Idempotency-Key": key}); code == 202 {
+				lastAccepted.Store(key)
 				sent.Add(1)
 			} else {
 				refused.Add(1)
@@ -440,9 +442,9 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	})
 	// A few more seconds of healthy traffic inside the rate window.
 	after := sent.Load()
-	waitUntil(t, 20*time.Second, "healthy traffic after the outage", func() bool {
-		return sent.Load() > after+40 && app.delivered(fmt.Sprintf("steady-%d", after+20)) > 0
-	})
+	waitUntil(t, 30*time.Second, "healthy publishes after the outage", func() bool { return sent.Load() > after+40 })
+	key := lastAccepted.Load().(string)
+	waitUntil(t, 30*time.Second, key+" delivered", func() bool { return app.delivered(key) > 0 })
 	t.Logf("outage over at %s; %d steady publishes, %d refused", time.Since(begin).Round(time.Millisecond), sent.Load(), refused.Load())
 
 	// The rules all evaluate without error.
