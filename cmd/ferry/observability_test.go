@@ -470,6 +470,13 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	if nrules == 0 {
 		t.Errorf("prometheus loaded no rules from %s", alertsPath)
 	}
+	// Every metric an alert reads is there (a rule over a missing metric
+	// is healthy and silent forever).
+	for _, m := range regexp.MustCompile(`\bferry_[a-z_]+\b`).FindAllString(string(rules), -1) {
+		if _, exempt := missingMetric(m); !exempt && len(pr.query(t, `count({__name__="`+m+`"})`)) == 0 {
+			t.Errorf("%s reads %s, which no sidecar exports", alertsPath, m)
+		}
+	}
 
 	// The dashboard variables, from their own queries, as Grafana would.
 	vars := map[string]string{}
