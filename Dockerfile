@@ -29,7 +29,9 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/ferry-sidecar
 RUN mkdir -p /out/var/lib/ferry/outbox
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/ferry /ferry
+# On distroless's PATH (/usr/local/bin), so that the admin subcommands work
+# by name: kubectl exec deploy/shop -c ferry -- ferry deadletters orders
+COPY --from=build /out/ferry /usr/local/bin/ferry
 COPY --from=build --chown=65532:65532 /out/var/lib/ferry /var/lib/ferry
 ENV FERRY_OUTBOX_DIR=/var/lib/ferry/outbox
 VOLUME /var/lib/ferry
@@ -39,4 +41,4 @@ USER nonroot
 # `docker run -p 7400:7400` set FERRY_LISTEN_ADDR=:7400 and FERRY_API_TOKEN.
 # 7401: admin API (/healthz, /readyz, /metrics, /v1/*), all interfaces.
 EXPOSE 7400 7401
-ENTRYPOINT ["/ferry"]
+ENTRYPOINT ["/usr/local/bin/ferry"]

@@ -7,20 +7,21 @@ GO ?= go
 # kept out of ferry's go.mod; `./...` at the root does not reach them.
 NESTED := deploy/kubetest
 
-.PHONY: all build deps test test-short test-nested verify bench bench-guard fuzz demo vet fmt clean
+.PHONY: all build deps test test-nested test-observability test-short verify bench bench-guard fuzz demo vet fmt clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ferry ./cmd/ferry
 
-# deps installs what the tests and the demo need: redis-server, promtool
-# (Debian's prometheus package) for the alert-rule tests, and ip (iproute2)
-# for the network namespaces of internal/netnstest.
+# deps installs what the tests and the demo need: redis-server, Debian's
+# prometheus package (promtool for the alert-rule tests, the server for the
+# dashboard test), and ip (iproute2) for the network namespaces of
+# internal/netnstest.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -51,6 +52,11 @@ test-nested:
 verify:
 	$(GO) mod verify
 	for m in $(NESTED); do (cd $$m && $(GO) mod verify) || exit 1; done
+
+# test-observability: the Grafana dashboard and the alert rules against a real
+# Prometheus scraping two live sidecars (also part of `make test`).
+test-observability: deps
+	$(GO) test -race -count=1 -run '^TestDashboardAndAlertsAgainstPrometheus$$' -v ./cmd/ferry/
 
 bench-guard:
 	$(GO) test -run '^$$' -bench . -benchtime 100x ./outbox/ ./retry/ ./sidecar/

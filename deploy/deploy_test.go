@@ -789,10 +789,10 @@ func TestDockerfile(t *testing.T) {
 		"FROM golang:1.26 AS build", "COPY go.mod go.sum ./\nRUN go mod download", "ARG VERSION",
 		"RUN " + buildCmd, "RUN mkdir -p /out/var/lib/ferry/outbox",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
-		"COPY --from=build /out/ferry /ferry",
+		"COPY --from=build /out/ferry /usr/local/bin/ferry",
 		"COPY --from=build --chown=65532:65532 /out/var/lib/ferry /var/lib/ferry",
 		"ENV FERRY_OUTBOX_DIR=/var/lib/ferry/outbox", "VOLUME /var/lib/ferry", "USER nonroot",
-		"EXPOSE 7400 7401", `ENTRYPOINT ["/ferry"]`,
+		"EXPOSE 7400 7401", `ENTRYPOINT ["/usr/local/bin/ferry"]`,
 	} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)

@@ -30,9 +30,8 @@ func main() {
 }
 
 func run(stderr io.Writer) int {
-	if len(os.Args) > 1 && (os.Args[1] == "-version" || os.Args[1] == "--version") {
-		fmt.Fprintln(stderr, "ferry", sidecar.Version)
-		return 0
+	if code, handled := cli(os.Args[1:], os.Stdout, stderr, sidecar.Version); handled {
+		return code // a subcommand (cli.go); no arguments runs the sidecar
 	}
 	cfg, err := config.Load(nil)
 	if err != nil {
