@@ -103,7 +103,7 @@ func TestReserveRefusesAppends(t *testing.T) {
 func TestDiskErrorLoggedOncePerEpisode(t *testing.T) {
 	fsys := &faultFS{}
 	var logs logBuffer
-	dir := t.TempDir()
+	dir := privateTempDir(t)
 	l := openLog(t, Options{Dir: dir, fs: fsys, Logger: logs.logger()})
 	appendAll(t, l, "r00")
 	fsys.set(func(f *faultFS) {
@@ -272,7 +272,7 @@ func TestMaxBytesOverVolumeWarns(t *testing.T) {
 		t.Fatalf("WARN lines: %q, want one", w)
 	}
 	var quiet logBuffer
-	openLog(t, Options{Dir: t.TempDir(), MaxBytes: 1 << 20, Logger: quiet.logger()})
+	openLog(t, Options{Dir: privateTempDir(t), MaxBytes: 1 << 20, Logger: quiet.logger()})
 	if w := quiet.lines("WARN", ""); len(w) != 0 {
 		t.Fatalf("WARN lines with MaxBytes within the volume: %q", w)
 	}
@@ -413,4 +413,15 @@ func crash(l *Log) {
 	}
 	l.commitMu.Unlock()
 	l.lock.Close()
+}
+
+// privateTempDir is a temp dir with the outbox's own mode (0700), so that
+// tests counting warnings see no permission warning.
+func privateTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
