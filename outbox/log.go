@@ -128,6 +128,7 @@ type segment struct {
 type batch struct {
 	buf   []byte        // frames, back to back
 	n     int           // records in buf
+	keep  []span        // AppendBatch ranges of buf that go into one segment
 	taken chan struct{} // made on demand; closed when the writer takes the batch
 	done  chan struct{} // closed once durable and err are set
 	// durable is how many records, from the start of buf, are on disk; err
@@ -542,7 +543,7 @@ func (l *Log) run() {
 				b.err = failed
 			} else if b.err = l.checkSpace(int64(len(b.buf))); b.err == nil {
 				l.wmu.Lock()
-				b.durable, written, b.err = l.writeBatch(b.buf)
+				b.durable, written, b.err = l.writeBatch(b.buf, b.keep)
 				l.wmu.Unlock()
 			}
 			switch {
@@ -597,8 +598,9 @@ func (l *Log) linger() {
 }
 
 // writeBatch writes and syncs the frames in buf, rolling segments as needed,
-// and returns how many records, and bytes, are durable.
-func (l *Log) writeBatch(buf []byte) (durable, written int, err error) {
+// and returns how many records, and bytes, are durable. A keep span is
+// never split between two segments.
+func (l *Log) writeBatch(buf []byte, keep []span) (durable, written int, err error) {
 	w := &l.w
 	for off := 0; off < len(buf); {
 		if w.f == nil || w.size > 0 && w.size+int64(frameLen(buf[off:])) > l.opts.SegmentBytes {
@@ -614,6 +616,18 @@ func (l *Log) writeBatch(buf []byte) (durable, written int, err error) {
 			}
 			off += fl
 			n++
+		}
+		if off < len(buf) && len(keep) > 0 {
+			if cut := splitAt(keep, off); cut != off && (cut > start || w.size > 0) {
+				if cut == start { // the span does not fit in what is left of this segment
+					off = start
+					if err := l.roll(); err != nil {
+						return durable, written, err
+					}
+					continue
+				}
+				off, n = cut, countFrames(buf[start:cut])
+			}
 		}
 		chunk := buf[start:off]
 		if _, err := w.f.WriteAt(chunk, w.size); err != nil {
