@@ -9,6 +9,7 @@ const (
 	FieldPublishedAt = "pub"  // RFC 3339 (nanoseconds), UTC
 	FieldContentType = "ct"   // Content-Type
 	FieldBody        = "body" // the body, last
+	FieldExpiresAt   = "exp"  // RFC 3339 (nanoseconds), UTC: not delivered after (Dapr ttlInSeconds); absent: never expires
 	HeaderField      = "h:"   // prefix of a carried header's field
 )
 

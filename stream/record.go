@@ -78,11 +78,17 @@ func (e *Event) Values(t time.Time) []any {
 	return append(vals, FieldPublishedAt, t.UTC().Format(time.RFC3339Nano), FieldBody, e.Body)
 }
 
+// Expired reports whether m has an expiry time and now is past it.
+func (m *Message) Expired(now time.Time) bool {
+	return !m.ExpiresAt.IsZero() && now.After(m.ExpiresAt)
+}
+
 // Message is one stream entry as a consumer sees it.
 type Message struct {
 	StreamID    string // Redis stream entry id
 	ID          string // ferry message id
 	PublishedAt time.Time
+	ExpiresAt   time.Time // zero: never expires
 	ContentType string
 	Header      http.Header // carried headers
 	OrderingKey string
@@ -101,6 +107,8 @@ func ParseMessage(streamID string, values map[string]any) *Message {
 			m.ID = s
 		case k == FieldPublishedAt:
 			m.PublishedAt, _ = time.Parse(time.RFC3339Nano, s)
+		case k == FieldExpiresAt:
+			m.ExpiresAt, _ = time.Parse(time.RFC3339Nano, s)
 		case k == FieldContentType:
 			m.ContentType = s
 		case k == FieldBody:

@@ -79,3 +79,14 @@ func BenchmarkEventEncodeDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestParseMessageExpiry(t *testing.T) {
+	exp := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	m := ParseMessage("1-0", map[string]any{FieldID: "a", FieldExpiresAt: exp.Format(time.RFC3339Nano)})
+	if !m.ExpiresAt.Equal(exp) || m.Expired(exp) || !m.Expired(exp.Add(time.Nanosecond)) {
+		t.Fatalf("ExpiresAt %v", m.ExpiresAt)
+	}
+	if m := ParseMessage("1-0", map[string]any{FieldID: "a"}); m.Expired(time.Now().Add(1000 * time.Hour)) {
+		t.Fatal("a message without exp expired")
+	}
+}
