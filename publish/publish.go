@@ -23,9 +23,12 @@ import (
 	"github.com/ferry-sidecar/ferry/stream"
 )
 
-// Appender makes a record durable; the outbox implements it.
+// Appender makes records durable; the outbox implements it.
 type Appender interface {
 	Append(ctx context.Context, data []byte) error
+	// AppendBatch makes all records durable together (one group commit) or
+	// none of them.
+	AppendBatch(ctx context.Context, records [][]byte) error
 }
 
 // Options configure the API. Zero values: no token, no rate limit, any topic.
@@ -38,6 +41,7 @@ type Options struct {
 	Burst          int      // token bucket size (config.Burst); at least 1
 	Topics         []string // FERRY_PUBLISH_TOPICS patterns; empty: any
 	MaxTopicLabels int      // FERRY_METRICS_MAX_TOPICS: distinct topic labels before "other"
+	PubsubName     string   // FERRY_PUBSUB_NAME, for the Dapr-compatible endpoints; empty: "pubsub"
 }
 
 // API is the publish API. Its zero value is not usable; use New.
@@ -73,6 +77,7 @@ func (a *API) Close() { a.closing.Store(true) }
 func (a *API) Handler() http.Handler {
 	rt := httpapi.NewRouter()
 	rt.Handle("POST /v1/publish/{topic}", httpapi.Bearer(a.opts.Token, a.publish))
+	a.handleDapr(rt)
 	return rt
 }
 
@@ -130,6 +135,9 @@ func (a *API) accept(w http.ResponseWriter, r *http.Request, topic string) int {
 	}
 	if v, present := r.Header[stream.HeaderOrderingKey]; present && (len(v) != 1 || !stream.ValidKey(v[0])) {
 		return refuse(w, http.StatusBadRequest, "invalid-ordering-key", "Ordering-Key must be 1 to 255 visible ASCII characters")
+	}
+	if isCloudEvents(r.Header) {
+		return a.acceptCloudEvents(w, r, topic, id)
 	}
 	if id == "" {
 		u, err := uuid.NewV7()
@@ -190,7 +198,17 @@ func writeAccepted(w http.ResponseWriter, buf *bytes.Buffer, id, topic string) {
 
 // appendFailed answers an outbox error: never a 202, always a reason.
 func (a *API) appendFailed(w http.ResponseWriter, err error) int {
-	status, kind, detail := http.StatusServiceUnavailable, "outbox-unavailable", "the outbox cannot take the event"
+	status, kind, detail := a.appendError(err)
+	if status == http.StatusServiceUnavailable {
+		httpapi.RetryAfter(w, time.Second)
+	}
+	return refuse(w, status, kind, detail)
+}
+
+// appendError says what an outbox error means for the publisher: the
+// status, the problem kind and its detail.
+func (a *API) appendError(err error) (status int, kind, detail string) {
+	status, kind, detail = http.StatusServiceUnavailable, "outbox-unavailable", "the outbox cannot take the event"
 	switch {
 	case errors.Is(err, outbox.ErrFull):
 		kind, detail = "outbox-full", fmt.Sprintf("the outbox holds FERRY_OUTBOX_MAX_BYTES (%d) of events not yet relayed to Redis", a.opts.OutboxMaxBytes)
@@ -202,11 +220,10 @@ func (a *API) appendFailed(w http.ResponseWriter, err error) int {
 		kind, detail = "shutting-down", "ferry is shutting down"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status, kind, detail = http.StatusBadRequest, "cancelled", "the request was cancelled before the event was durable; it was not accepted"
+	case errors.Is(err, outbox.ErrBatchTooLarge), errors.Is(err, outbox.ErrTooLarge):
+		status, kind, detail = http.StatusRequestEntityTooLarge, "body-too-large", "the events are too large to be written together"
 	default:
 		a.log.Error("outbox append", "err", err)
 	}
-	if status == http.StatusServiceUnavailable {
-		httpapi.RetryAfter(w, time.Second)
-	}
-	return refuse(w, status, kind, detail)
+	return status, kind, detail
 }
