@@ -44,6 +44,9 @@ func (s *Subscriber) attempt(ctx context.Context, d *delivery) outcome {
 	if d.delivered || d.parked {
 		return outcome{verdict: settle} // never POST again what the app already has, or what is dead-lettered
 	}
+	if o, ok := s.prepare(d); !ok {
+		return o
+	}
 	if !s.appHealthy() {
 		return outcome{verdict: park}
 	}
@@ -100,7 +103,7 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 		}
 		return outcome{verdict: park}
 	case result == retry.Poison:
-		return outcome{verdict: deadLetter, reason: "poison"}
+		return outcome{verdict: deadLetter, reason: s.format.PoisonReason()}
 	case s.deps.Retry.Exhausted(d.attempt):
 		return outcome{verdict: deadLetter, reason: "exhausted"}
 	}

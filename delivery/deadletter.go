@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -40,6 +41,9 @@ func (s *Subscriber) addDeadLetter(ctx context.Context, d *delivery, reason stri
 		dlFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
 		dlStreamID, d.msg.StreamID,
 	)
+	if err := s.publishDeadLetter(ctx, d); err != nil {
+		return err
+	}
 	if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.dlq, Values: vals}).Err(); err != nil {
 		return err
 	}
@@ -121,4 +125,32 @@ func (s *Subscriber) Redrive(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// publishDeadLetter publishes d, as it was stored, to
+// Options.DeadLetterTopic through the outbox (a no-op without one). It runs
+// before the dead letter is recorded: a crash or a failure in between
+// publishes it again with the same message id, which the dead-letter
+// topic's subscribers dedupe.
+func (s *Subscriber) publishDeadLetter(ctx context.Context, d *delivery) error {
+	if s.opts.DeadLetterTopic == "" || s.deps.Outbox == nil {
+		return nil
+	}
+	fields := make([]string, 0, 2*len(d.msg.Fields))
+	for k, v := range d.msg.Fields {
+		str, _ := v.(string)
+		switch k {
+		case stream.FieldPublishedAt, stream.FieldBody, stream.FieldExpiresAt:
+			continue // the relay stamps a new publish time; a dead letter does not expire
+		}
+		fields = append(fields, k, str)
+	}
+	if _, ok := d.msg.Fields[stream.FieldID]; !ok {
+		fields = append(fields, stream.FieldID, d.msg.ID)
+	}
+	rec := stream.AppendEvent(nil, &stream.Event{Topic: s.opts.DeadLetterTopic, Fields: fields, Body: []byte(d.msg.Body)})
+	if err := s.deps.Outbox.Append(ctx, rec); err != nil {
+		return fmt.Errorf("publish dead letter to %s: %w", s.opts.DeadLetterTopic, err)
+	}
+	return nil
 }

@@ -37,15 +37,17 @@ func NewClient(conns int) *http.Client {
 func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration, retry.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(d.msg.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.out.URL, strings.NewReader(d.out.Body))
 	if err != nil {
 		return 0, 0, retry.Error, err
 	}
 	h := req.Header
 	for k, v := range d.msg.Header {
-		h[k] = v
+		if !d.out.Structured || !strings.HasPrefix(k, "Ce-") {
+			h[k] = v
+		}
 	}
-	h.Set("Content-Type", d.msg.ContentType)
+	h.Set("Content-Type", d.out.ContentType)
 	h.Set(stream.HeaderMessageID, d.msg.ID)
 	h.Set(stream.HeaderTopic, s.opts.Topic)
 	h.Set(stream.HeaderAttempt, strconv.Itoa(d.attempt))
@@ -63,12 +65,26 @@ func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration,
 	if err != nil {
 		return 0, 0, wire.Classify(0, err), err
 	}
-	// Drain a little so the connection is reused; the app's body is not needed.
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	resp.Body.Close()
+	result := s.classify(resp)
 	var after time.Duration
-	if v := resp.Header.Get("Retry-After"); v != "" && retry.Classify(resp.StatusCode, nil) == retry.Retry {
+	if v := resp.Header.Get("Retry-After"); v != "" && result == retry.Retry {
 		after, _ = retry.ParseRetryAfter(v, time.Now())
 	}
-	return resp.StatusCode, after, wire.Classify(resp.StatusCode, nil), nil
+	return resp.StatusCode, after, result, nil
+}
+
+// answerHead is how much of an answer's body a Format may read: a Dapr
+// status object fits in a few hundred bytes.
+const answerHead = 4 << 10
+
+// classify reads the app's answer with the subscription's Format, then
+// drains a little of the rest so the connection is reused.
+func (s *Subscriber) classify(resp *http.Response) retry.Result {
+	var head []byte
+	if s.format.ReadsAnswer() {
+		head, _ = io.ReadAll(io.LimitReader(resp.Body, answerHead))
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	return s.format.Classify(resp.StatusCode, head)
 }

@@ -28,7 +28,9 @@ type delivery struct {
 	// is set; the id is then held already (preclaim.go).
 	preState   dedupe.State
 	preAt      time.Time
-	preOutages uint64 // Redis outages seen when it was claimed
+	preOutages uint64  // Redis outages seen when it was claimed
+	out        Request // what the Format made of msg, once prepared
+	prepared   bool
 }
 
 func (d *delivery) key() string { return d.stream + " " + d.msg.StreamID }

@@ -45,6 +45,12 @@ type Options struct {
 	FromLatest  bool          // a new group starts at the end of the stream
 	// RefreshEvery is how often lag, status and retention are refreshed; 0: 5s.
 	RefreshEvery time.Duration
+	// Format shapes deliveries and reads answers; nil: the stored body to
+	// Route, answers as DESIGN.md's table says (format.go).
+	Format Format
+	// DeadLetterTopic, when set, also publishes every dead letter to this
+	// topic through Deps.Outbox (Dapr's deadLetterTopic); empty: none.
+	DeadLetterTopic string
 }
 
 // RedisHealth says whether Redis answers, and how often it went away.
@@ -78,6 +84,12 @@ type Deps struct {
 	Trimmer  Trimmer   // nil: no trimming
 	App      AppHealth // nil: the app is taken to be always there
 	Log      *slog.Logger
+	Outbox   Appender // publishes to Options.DeadLetterTopic; nil when none is set
+}
+
+// Appender makes a record durable in the outbox (publish.Appender).
+type Appender interface {
+	Append(ctx context.Context, data []byte) error
 }
 
 // Subscriber consumes one topic for this app: its consumer group, its
@@ -92,6 +104,7 @@ type Subscriber struct {
 	redrive     string
 	dlq         string
 	url         string
+	format      Format
 	limiter     *rate.Limiter
 	window      int
 	sched       *scheduler
@@ -154,6 +167,10 @@ func New(o Options, d Deps) *Subscriber {
 	s.settleSlots = make(chan struct{}, max(1, o.Concurrency))
 	s.acking = make(chan []settleReq, 4)
 	s.sched = newScheduler()
+	s.format = o.Format
+	if s.format == nil {
+		s.format = plainFormat{url: s.url}
+	}
 	if o.Rate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(o.Rate), max(1, o.Burst))
 	}
