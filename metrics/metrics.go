@@ -67,6 +67,9 @@ func OldestAge(st outbox.Stats) float64 {
 	return max(0, time.Since(st.Oldest).Seconds())
 }
 
+// DeadLetterReasons are the values of ferry_deadletters_total's reason label.
+var DeadLetterReasons = []string{"poison", "exhausted", "expired", "dropped"}
+
 // DeliveryResults are the values of ferry_delivery_attempts_total's result label.
 var DeliveryResults = []string{"success", "retry", "timeout", "error", "unreachable", "poison"}
 
@@ -152,8 +155,9 @@ func New(reg prometheus.Registerer, version string, subscriptions []string) *Met
 		}
 		m.DeliveryDuration.WithLabelValues(s)
 		m.EndToEnd.WithLabelValues(s)
-		m.DeadLetters.WithLabelValues(s, "poison")
-		m.DeadLetters.WithLabelValues(s, "exhausted")
+		for _, r := range DeadLetterReasons {
+			m.DeadLetters.WithLabelValues(s, r)
+		}
 		m.DedupeHits.WithLabelValues(s)
 		m.BreakerState.WithLabelValues(s).Set(0)
 		m.ConsumerLag.WithLabelValues(s)

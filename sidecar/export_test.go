@@ -89,3 +89,12 @@ func (s *Sidecar) setRefreshEvery(d time.Duration) {
 	s.refreshEvery = d
 	s.buildParts(s.outbox)
 }
+
+func (f *faultyOutbox) AppendBatch(ctx context.Context, records [][]byte) error {
+	if f.appendErr != nil {
+		if err := f.appendErr(); err != nil {
+			return err
+		}
+	}
+	return f.durableLog.AppendBatch(ctx, records)
+}

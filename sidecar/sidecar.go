@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,7 @@ type Sidecar struct {
 	app      *apphealth.Prober
 	trimmer  *retention.Trimmer
 	topics   retention.Topics // published to; trimmed where no subscriber runs here
+	specs    []subscription // what subs are made from
 	subs     []*delivery.Subscriber
 	client   *http.Client // deliveries to the app; its idle connections close at shutdown
 	publish  *publish.API
@@ -82,8 +84,12 @@ func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gathere
 		return nil, err
 	}
 	log = log.With("app_id", cfg.AppID)
-	s := &Sidecar{cfg: cfg, log: log, gatherer: gatherer, refreshEvery: 5 * time.Second,
-		metrics: metrics.New(reg, Version, cfg.Topics())}
+	specs, err := loadSubscriptions(context.Background(), cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sidecar{cfg: cfg, log: log, gatherer: gatherer, refreshEvery: 5 * time.Second, specs: specs,
+		metrics: metrics.New(reg, Version, topicsOf(specs))}
 	s.metrics.OutboxMaxBytes.Set(float64(cfg.OutboxMaxBytes))
 	rdb, err := redisconn.New(redisconn.Options{
 		URL: cfg.RedisURL, Mode: cfg.RedisMode, Password: cfg.RedisPassword,
@@ -132,10 +138,10 @@ func (s *Sidecar) buildParts(ob durableLog) {
 	s.publish = publish.New(publish.Options{
 		AppID: cfg.AppID, Token: cfg.APIToken, MaxBodyBytes: cfg.MaxBodyBytes, OutboxMaxBytes: cfg.OutboxMaxBytes,
 		Rate: cfg.PublishRate, Burst: config.Burst(cfg.PublishRate, cfg.PublishBurst),
-		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics,
+		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics, PubsubName: cfg.PubsubName,
 	}, ob, s.metrics, s.log)
 	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"))
-	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions)))
+	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(s.specs)))
 	s.subs = s.subscribers()
 	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, AppHealth: s.app, Gatherer: s.gatherer}
 	for _, sub := range s.subs {
@@ -159,11 +165,13 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		Trimmer:  s.trimmer,
 		App:      s.app,
 		Log:      s.log,
+		Outbox:   s.outbox,
 	}
 	var subs []*delivery.Subscriber
-	for _, sub := range cfg.Subscriptions {
+	for _, sub := range s.specs {
 		subs = append(subs, delivery.New(delivery.Options{
-			Topic: sub.Topic, Route: sub.Route, AppID: cfg.AppID, Consumer: cfg.Consumer,
+			Topic: sub.topic, Route: sub.route, Format: sub.format, DeadLetterTopic: sub.deadLetterTopic,
+			AppID: cfg.AppID, Consumer: cfg.Consumer,
 			AppURL: cfg.AppURL, AppToken: cfg.AppToken, Concurrency: cfg.DeliveryConcurrency,
 			Rate: cfg.DeliveryRate, Burst: config.Burst(cfg.DeliveryRate, cfg.DeliveryBurst),
 			Timeout: cfg.DeliveryTimeout, ClaimIdle: cfg.ClaimIdle, DedupeLease: cfg.DedupeLease,
