@@ -5,7 +5,7 @@ LDFLAGS := -s -w -X github.com/ferry-sidecar/ferry/sidecar.Version=$(VERSION)
 GO ?= go
 # Nested modules with heavy test-only dependencies (kustomize, k8s.io/api),
 # kept out of ferry's go.mod; `./...` at the root does not reach them.
-NESTED := deploy/kubetest
+NESTED := deploy/kubetest examples/shipping
 
 .PHONY: all build deps test test-nested test-observability test-short verify bench bench-guard fuzz demo vet fmt clean
 

@@ -38,6 +38,7 @@ type result struct {
 	BilledOrders []string       // order ids billing handled (answered 2xx), in arrival order
 	Invoices     []string       // invoice ids the orders app received, in arrival order
 	DedupeHits   float64        // billing's ferry_dedupe_hits_total{subscription="orders"}
+	Shipped      []string       // order ids the shipping app (a Dapr app) shipped
 	SidecarExit  map[string]int // exit code of each sidecar after SIGTERM
 }
 
@@ -92,14 +93,18 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	if bins["shipping"], err = buildShipping(ctx, goBin, tmp); err != nil {
+		return err
+	}
 
-	ports, err := freePorts(7)
+	ports, err := freePorts(10)
 	if err != nil {
 		return err
 	}
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
 	redisAddr, ordersApp, billingApp := addr(0), addr(1), addr(2)
 	ordersPub, ordersAdmin, billingPub, billingAdmin := addr(3), addr(4), addr(5), addr(6)
+	shippingApp, shippingPub, shippingAdmin := addr(7), addr(8), addr(9)
 
 	// On any failure or Ctrl-C, stop children newest first: the sidecars
 	// drain while Redis and the apps still run. On success the sidecars
@@ -154,6 +159,11 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	// The Dapr app, unchanged: Dapr's own variable names it the sidecar port.
+	shippingProc, err := startProc("shipping", bins["shipping"], nil, []string{"PORT=" + strconv.Itoa(ports[7]), "DAPR_HTTP_PORT=" + strconv.Itoa(ports[8])})
+	if err != nil {
+		return err
+	}
 
 	// One sidecar per app.
 	sidecarEnv := func(appID, pub, admin, appAddr, subs string) []string {
@@ -178,9 +188,14 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	ferryShipping, err := startProc("ferry-shipping", bins["ferry"], nil,
+		append(sidecarEnv("shipping", shippingPub, shippingAdmin, shippingApp, ""), "FERRY_APP_SUBSCRIBE=dapr"))
+	if err != nil {
+		return err
+	}
 	for _, u := range []string{
-		"http://" + ordersApp + "/healthz", "http://" + billingApp + "/healthz",
-		"http://" + ordersAdmin + "/readyz", "http://" + billingAdmin + "/readyz",
+		"http://" + ordersApp + "/healthz", "http://" + billingApp + "/healthz", "http://" + shippingApp + "/healthz",
+		"http://" + ordersAdmin + "/readyz", "http://" + billingAdmin + "/readyz", "http://" + shippingAdmin + "/readyz",
 	} {
 		if err := waitFor(ctx, procs, readyWithin, u+" to answer 200", func() bool { return getOK(u) }); err != nil {
 			return err
@@ -218,13 +233,14 @@ func run(ctx context.Context, o options) (err error) {
 		inv, err1 := invoicesAt(ordersApp)
 		billed, err2 := billedAt(billingApp)
 		hits, err3 := metricValue(billingAdmin, `ferry_dedupe_hits_total{subscription="orders"}`)
-		if err1 != nil || err2 != nil || err3 != nil {
+		shipped, err4 := shippedAt(shippingApp)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			return false
 		}
 		mu.Lock()
-		res.Invoices, res.BilledOrders, res.DedupeHits = inv, billed, hits
+		res.Invoices, res.BilledOrders, res.DedupeHits, res.Shipped = inv, billed, hits, shipped
 		mu.Unlock()
-		return containsAll(inv, wantInvoices) && containsAll(billed, orderIDs) && hits >= 1
+		return containsAll(inv, wantInvoices) && containsAll(billed, orderIDs) && hits >= 1 && containsAll(shipped, orderIDs)
 	}
 	waitErr := waitFor(ctx, procs, o.Wait, "every invoice and the dedupe hit", complete)
 	if errors.Is(waitErr, context.Canceled) || errors.Is(waitErr, context.DeadlineExceeded) {
@@ -237,7 +253,8 @@ func run(ctx context.Context, o options) (err error) {
 	c.printf("orders delivered to billing:  %d (distinct %d)", len(res.BilledOrders), len(distinct(res.BilledOrders)))
 	c.printf("invoices delivered to orders: %d (distinct %d)", len(res.Invoices), len(distinct(res.Invoices)))
 	c.printf("dedupe hits at billing:       %v (ferry_dedupe_hits_total{subscription=\"orders\"})", res.DedupeHits)
-	for _, s := range []struct{ name, admin string }{{"ferry-orders", ordersAdmin}, {"ferry-billing", billingAdmin}} {
+	c.printf("orders shipped (Dapr app):    %d (distinct %d)", len(res.Shipped), len(distinct(res.Shipped)))
+	for _, s := range []struct{ name, admin string }{{"ferry-orders", ordersAdmin}, {"ferry-billing", billingAdmin}, {"ferry-shipping", shippingAdmin}} {
 		st, err := getBody("http://" + s.admin + "/v1/status")
 		if err != nil {
 			st = "unavailable: " + err.Error()
@@ -261,6 +278,12 @@ func run(ctx context.Context, o options) (err error) {
 	if d := duplicates(res.Invoices); len(d) > 0 {
 		problems = append(problems, "invoices received more than once: "+strings.Join(d, ", "))
 	}
+	if missing := missingFrom(res.Shipped, orderIDs); len(missing) > 0 {
+		problems = append(problems, "orders never shipped by the Dapr app: "+strings.Join(missing, ", "))
+	}
+	if d := duplicates(res.Shipped); len(d) > 0 {
+		problems = append(problems, "orders shipped more than once: "+strings.Join(d, ", "))
+	}
 	if res.DedupeHits < 1 {
 		problems = append(problems, "the duplicate publish was not counted as a dedupe hit")
 	}
@@ -269,7 +292,7 @@ func run(ctx context.Context, o options) (err error) {
 	// and Redis.
 	c.printf("stopping: SIGTERM to the sidecars")
 	var wg sync.WaitGroup
-	for _, p := range []*proc{ferryOrders, ferryBilling} {
+	for _, p := range []*proc{ferryOrders, ferryBilling, ferryShipping} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -280,13 +303,13 @@ func run(ctx context.Context, o options) (err error) {
 		}()
 	}
 	wg.Wait()
-	for _, name := range []string{"ferry-orders", "ferry-billing"} {
+	for _, name := range []string{"ferry-orders", "ferry-billing", "ferry-shipping"} {
 		c.printf("%s exited with %d", name, res.SidecarExit[name])
 		if res.SidecarExit[name] != 0 {
 			problems = append(problems, fmt.Sprintf("%s exited with %d after SIGTERM, want 0", name, res.SidecarExit[name]))
 		}
 	}
-	for _, p := range []*proc{ordersProc, billingProc, redisProc} {
+	for _, p := range []*proc{ordersProc, billingProc, shippingProc, redisProc} {
 		if code, clean := p.stop(5 * time.Second); !clean || code != 0 {
 			c.printf("%s exited with %d", p.name, code)
 		}
@@ -294,7 +317,7 @@ func run(ctx context.Context, o options) (err error) {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
-	c.printf("OK: %d orders → billing → %d invoices back at orders; duplicate suppressed; sidecars exited 0", len(orderIDs), len(wantInvoices))
+	c.printf("OK: %d orders → billing → %d invoices back at orders; every order shipped by the Dapr app under ferry; duplicate suppressed; sidecars exited 0", len(orderIDs), len(wantInvoices))
 	return nil
 }
 

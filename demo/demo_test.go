@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 	const n = 5
 	// The budget covers building ferry and the apps from a cold cache
 	// (about 30s on 2 cores); the demo itself waits at most 45s.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // the Dapr SDK app builds too
 	defer cancel()
 	var out syncBuffer
 	var res result
@@ -66,10 +66,13 @@ func TestDemo(t *testing.T) {
 	if got := sorted(res.Invoices); !slices.Equal(got, wantInvoices) {
 		t.Errorf("orders app received invoices %v, want each of %v exactly once", got, wantInvoices)
 	}
+	if got := sorted(res.Shipped); !slices.Equal(got, wantOrders) {
+		t.Errorf("the Dapr app shipped %v, want each of %v exactly once", got, wantOrders)
+	}
 	if res.DedupeHits != 1 {
 		t.Errorf("billing dedupe hits = %v, want 1 (the duplicate publish)", res.DedupeHits)
 	}
-	for _, name := range []string{"ferry-orders", "ferry-billing"} {
+	for _, name := range []string{"ferry-orders", "ferry-billing", "ferry-shipping"} {
 		if code, ok := res.SidecarExit[name]; !ok || code != 0 {
 			t.Errorf("%s exit code = %d (recorded: %v), want 0", name, code, ok)
 		}
