@@ -135,6 +135,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"ceiling A: net/http", ceilingA},
 		{"ceiling B: go-redis streams", ceilingB},
 		{"ferry publish", ferryPublish},
+		{"ferry bulk publish", ferryBulkPublish},
 		{"ferry end to end", ferryEndToEnd},
 	}
 	for _, s := range steps {

@@ -73,6 +73,7 @@ func (r *results) WriteTable(w io.Writer) {
 		{rowPublish, group(r.Publish.Rate) + " events/s", ms(r.Publish.P50), ms(r.Publish.P99), pct(r.RatioA()) + " of A", strconv.FormatFloat(r.PerFsync, 'f', 1, 64), "", ""},
 		{rowE2E, group(r.E2E.Rate) + " events/s", ms(r.E2E.P50), ms(r.E2E.P99), pct(r.RatioB()) + " of B", "", "", ""},
 	}
+	rows = append(rows, r.bulkRows()...)
 	for _, p := range r.Procs {
 		rows = append(rows, []string{p.Name, "", "", "", "", "", mb(p.Stat.PeakRSS), strconv.FormatFloat(p.CPUPer10k(), 'f', 2, 64)})
 	}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// bulkEntries is how many events one bulk publish carries.
+const bulkEntries = 100
+
+// bulk holds the bulk publish figures once the phase ran (nil before).
+var bulk *rateRow
+
+// rowBulk is the table label of the bulk publish phase.
+const rowBulk = "ferry bulk publish (Dapr bulk, 100 per request)"
+
+// ferryBulkPublish: the real binary loaded with Dapr bulk publishes of
+// bulkEntries events of BodySize bytes (one request, one fsync for all of
+// them) by a quarter of the clients; the figure is events/s, compared with
+// single publishes.
+func ferryBulkPublish(ctx context.Context, e *env, _ *results) error {
+	sc, err := e.startFerry(ctx, "bench-bulk", nil)
+	if err != nil {
+		return err
+	}
+	defer sc.stop(10 * time.Second)
+	client := newClient(e.o.Clients)
+	defer client.CloseIdleConnections()
+	url := sc.pub + "/v1.0-alpha1/publish/bulk/pubsub/bench-bulk"
+	body, err := bulkBody(e.o.BodySize)
+	if err != nil {
+		return err
+	}
+	n, lat, took, err := closedLoop(ctx, max(1, e.o.Clients/4), e.o.Warmup, e.o.Duration, func(ctx context.Context) error {
+		return post(ctx, client, url, body, http.StatusNoContent)
+	})
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, sc.logTail())
+	}
+	bulk = &rateRow{Rate: float64(n*bulkEntries) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n * bulkEntries}
+	return nil
+}
+
+// bulkBody is one bulk request: bulkEntries text/plain events of size bytes.
+func bulkBody(size int) ([]byte, error) {
+	type entry struct {
+		EntryID     string `json:"entryId"`
+		Event       string `json:"event"`
+		ContentType string `json:"contentType"`
+	}
+	entries := make([]entry, bulkEntries)
+	data := strings.Repeat("x", size)
+	for i := range entries {
+		entries[i] = entry{EntryID: strconv.Itoa(i), Event: data, ContentType: "text/plain"}
+	}
+	return json.Marshal(entries)
+}
+
+// bulkRows is the table row of the bulk phase, with its ratio to single
+// publishes; none when the phase did not run.
+func (r *results) bulkRows() [][]string {
+	if bulk == nil {
+		return nil
+	}
+	ratio := ""
+	if r.Publish.Rate > 0 {
+		ratio = strconv.FormatFloat(bulk.Rate/r.Publish.Rate, 'f', 1, 64) + "× single publish"
+	}
+	return [][]string{{rowBulk, group(bulk.Rate) + " events/s", ms(bulk.P50), ms(bulk.P99), ratio, "", "", ""}}
+}
