@@ -7,6 +7,15 @@
 // It also owns what an operator does to a subscription: list and redrive
 // dead letters, replay from a time or id.
 //
+// What one delivery looks like and what the app's answer means is a
+// Format: the plain one (FERRY_SUBSCRIPTIONS: the stored body to the route,
+// DESIGN.md's answer table) or DaprFormat (FERRY_APP_SUBSCRIBE=dapr: a
+// structured CloudEvent routed by the subscription's CEL rules, answers read
+// as Dapr reads them, a DROP or 404 dead-lettered as dropped). Whatever the
+// format, an event past its expiry (Dapr's ttlInSeconds) is dead-lettered as
+// expired without being sent, and with Options.DeadLetterTopic every dead
+// letter is also published to that topic through the outbox.
+//
 // # Guarantees
 //
 //   - A message is acked only after its dedupe completion is written, and

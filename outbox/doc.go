@@ -17,6 +17,10 @@
 //   - A record for which Append returned nil is on disk and is returned by
 //     Read, after any crash and reopen, until a Commit at or beyond it.
 //   - Read returns records in append order and only records that are durable.
+//   - AppendBatch puts its records in one group commit and one segment: nil
+//     means all are durable, an error means none was acknowledged (a crash
+//     during the fsync may leave a prefix on disk, as for any unanswered
+//     append; publishers re-send with the same ids and dedupe absorbs it).
 //   - A crash between sending and Commit re-reads the records after the last
 //     checkpoint: delivery is at least once, never skipped.
 //   - Open repairs the directory: a torn tail of the last segment (a write cut
