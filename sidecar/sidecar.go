@@ -62,7 +62,7 @@ type Sidecar struct {
 	app      *apphealth.Prober
 	trimmer  *retention.Trimmer
 	topics   retention.Topics // published to; trimmed where no subscriber runs here
-	specs    []subscription // what subs are made from
+	specs    []subscription   // what subs are made from
 	subs     []*delivery.Subscriber
 	client   *http.Client // deliveries to the app; its idle connections close at shutdown
 	publish  *publish.API
