@@ -19,13 +19,9 @@ type subscription struct {
 	deadLetterTopic string
 }
 
-// daprFetchWait bounds how long start-up waits for the app's
-// /dapr/subscribe (retrying while the app boots).
-var daprFetchWait = daprsub.FetchConfig{}.Wait // 0: daprsub's default, 60 s
-
 // loadSubscriptions returns the subscriptions to run. With
 // FERRY_APP_SUBSCRIBE=dapr it asks the app (GET /dapr/subscribe), retrying
-// while it boots: a malformed answer or a rule that does not compile is a
+// while it boots (up to 60 s): a malformed answer or a rule that does not compile is a
 // *config.VarError naming FERRY_APP_SUBSCRIBE (exit 2); an app that never
 // answers is an error wrapping daprsub.ErrAppNotReady.
 func loadSubscriptions(ctx context.Context, cfg config.Config, log *slog.Logger) ([]subscription, error) {
@@ -37,7 +33,7 @@ func loadSubscriptions(ctx context.Context, cfg config.Config, log *slog.Logger)
 		return subs, nil
 	}
 	found, err := daprsub.Fetch(ctx, daprsub.FetchConfig{
-		AppURL: cfg.AppURL, Token: cfg.AppToken, Wait: daprFetchWait,
+		AppURL: cfg.AppURL, Token: cfg.AppToken, // Wait: daprsub's 60 s
 		Parse:  daprsub.ParseOptions{PubsubName: cfg.PubsubName, ValidTopic: stream.ValidTopic},
 		Logger: log.With("component", "daprsub"),
 	})
