@@ -127,7 +127,11 @@ func (a *API) record(topic, id, contentType string, expires time.Time, h http.He
 			fields = append(fields, stream.HeaderField+name, vals[0])
 		}
 	}
-	return stream.AppendEvent(nil, &stream.Event{Topic: topic, Fields: fields, Body: body})
+	n := len(topic) + len(body) + 16
+	for _, f := range fields {
+		n += len(f) + 2
+	}
+	return stream.AppendEvent(make([]byte, 0, n), &stream.Event{Topic: topic, Fields: fields, Body: body})
 }
 
 // newID is a UUIDv7 message id.

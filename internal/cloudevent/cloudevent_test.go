@@ -1,6 +1,7 @@
 package cloudevent
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -337,6 +338,29 @@ func checkAttrs(t *testing.T, e Event, want map[string]any) {
 	for k, v := range want {
 		if e[k] != v {
 			t.Errorf("%s = %#v, want %#v", k, e[k], v)
+		}
+	}
+}
+
+// Marshal writes what encoding/json's Encoder (HTML escaping off) writes.
+func TestMarshalMatchesEncodingJSON(t *testing.T) {
+	strs := []string{"", "plain", "<a href=\"x\">&amp;</a>", "tab\there", "nl\n", "\x00\x1f", `back\slash`,
+		"é ü 日本", "line\u2028sep\u2029", "bad \xff utf8", "\xe2\x80", strings.Repeat("x", 2048), "emoji 😀"}
+	for i, s := range strs {
+		e := Event{"id": s, "source": "s", s: "key " + s, "n": json.Number("12.50"), "nil": nil,
+			"data": map[string]any{"k": s, "list": []any{s, 1.5, true}}, "z": []any{}}
+		got, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(map[string]any(e)); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != strings.TrimSuffix(want.String(), "\n") {
+			t.Errorf("case %d (%q):\n got %s\nwant %s", i, s, got, want.String())
 		}
 	}
 }

@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Dapr's error codes for the publish endpoints (pkg/messages/errorcodes).
@@ -178,15 +178,13 @@ var errContentTypeMismatch = errors.New("mismatch between contentType and event"
 // entry's metadata. The error names the entry by index and entryId.
 func ParseBulk(body []byte, topic, pubsub string, reqMetadata map[string]string) ([]BulkEntry, *Error) {
 	var raw []bulkEntryJSON
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raw); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = errors.New("empty body")
-		}
-		return nil, UnmarshalEvents(topic, pubsub, err)
+	// One Unmarshal: it refuses trailing data itself, and scans the body
+	// once less than a Decoder (bulk bodies are large).
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, UnmarshalEvents(topic, pubsub, errors.New("empty body"))
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, UnmarshalEvents(topic, pubsub, errors.New("data after the JSON array"))
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, UnmarshalEvents(topic, pubsub, err)
 	}
 	if raw == nil {
 		return nil, UnmarshalEvents(topic, pubsub, errors.New("body is null, not an array"))
@@ -226,16 +224,23 @@ func eventBytes(event json.RawMessage, contentType string) ([]byte, error) {
 	}
 	switch {
 	case mt == "application/octet-stream":
-		var s string
-		if json.Unmarshal(event, &s) != nil {
-			return nil, fmt.Errorf("%w: application/octet-stream needs a base64 string", errContentTypeMismatch)
+		s, ok := plainString(event)
+		if !ok {
+			var str string
+			if json.Unmarshal(event, &str) != nil {
+				return nil, fmt.Errorf("%w: application/octet-stream needs a base64 string", errContentTypeMismatch)
+			}
+			s = []byte(str)
 		}
-		b, err := base64.StdEncoding.DecodeString(s)
+		b, err := base64.StdEncoding.AppendDecode(nil, s)
 		if err != nil {
 			return nil, fmt.Errorf("unable to decode base64 application/octet-stream data: %w", err)
 		}
 		return b, nil
 	case strings.HasPrefix(strings.ToLower(contentType), "text/") || mt == "application/xml":
+		if b, ok := plainString(event); ok {
+			return b, nil
+		}
 		var s string
 		if json.Unmarshal(event, &s) != nil {
 			return nil, fmt.Errorf("%w: %s needs a string", errContentTypeMismatch, contentType)
@@ -275,4 +280,23 @@ func BulkFailure(entries []BulkEntry, cause error) []byte {
 	}
 	b, _ := json.Marshal(r)
 	return b
+}
+
+// plainString returns the contents of a JSON string without escapes (the
+// common case: no backslash, valid UTF-8), which are its bytes as they
+// stand; ok is false for anything else, which json.Unmarshal then decodes.
+func plainString(v json.RawMessage) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, false
+	}
+	in := v[1 : len(v)-1]
+	if bytes.IndexByte(in, '\\') >= 0 || bytes.IndexByte(in, '"') >= 0 || !utf8.Valid(in) {
+		return nil, false
+	}
+	for _, c := range in {
+		if c < 0x20 {
+			return nil, false
+		}
+	}
+	return in, true
 }
