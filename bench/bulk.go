@@ -29,6 +29,7 @@ func ferryBulkPublish(ctx context.Context, e *env, res *results) error {
 		return err
 	}
 	defer sc.stop(10 * time.Second)
+	prof := e.profile(ctx, sc, "bulk", e.o.Warmup+e.o.Duration)
 	client := newClient(e.o.Clients)
 	defer client.CloseIdleConnections()
 	url := sc.pub + "/v1.0-alpha1/publish/bulk/pubsub/bench-bulk"
@@ -44,6 +45,9 @@ func ferryBulkPublish(ctx context.Context, e *env, res *results) error {
 	}
 	ps, err := readProcStat(sc.cmd.Process.Pid)
 	if err != nil {
+		return err
+	}
+	if err := prof.wait(); err != nil {
 		return err
 	}
 	bulk = &rateRow{Rate: float64(n*bulkEntries) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n * bulkEntries}
