@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -122,15 +123,21 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 // plainJSONString reports whether encoding/json writes s unchanged between
 // quotes: valid UTF-8 with no '"', '\\', control character, U+2028 or U+2029.
 func plainJSONString(s string) bool {
+	nonASCII := false
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c < 0x20, c == '"', c == '\\':
-			return false
-		case c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9):
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			nonASCII = true
+			continue
+		}
+		if c < 0x20 || c == '"' || c == '\\' {
 			return false
 		}
 	}
-	return utf8.ValidString(s)
+	if !nonASCII {
+		return true
+	}
+	return utf8.ValidString(s) && !strings.Contains(s, "\u2028") && !strings.Contains(s, "\u2029")
 }
 
 // FieldError says which attribute of which event is wrong.

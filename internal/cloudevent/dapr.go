@@ -114,16 +114,15 @@ func newEnvelope(id, source, typ, subject, topic, pubsub, contentType string, da
 	if contentType == "" {
 		contentType = DaprDefaultDataContentType
 	}
-	e := Event{
-		FieldID:              id,
-		FieldSpecVersion:     SpecVersion,
-		FieldDataContentType: contentType,
-		FieldSource:          source,
-		FieldType:            typ,
-		FieldTopic:           topic,
-		FieldPubsubName:      pubsub,
-		FieldTime:            now.UTC().Format(time.RFC3339),
-	}
+	e := make(Event, 16) // sized for every attribute at once: no regrowth
+	e[FieldID] = id
+	e[FieldSpecVersion] = SpecVersion
+	e[FieldDataContentType] = contentType
+	e[FieldSource] = source
+	e[FieldType] = typ
+	e[FieldTopic] = topic
+	e[FieldPubsubName] = pubsub
+	e[FieldTime] = now.UTC().Format(time.RFC3339)
 	setTrace(e, traceParent, traceState)
 	switch {
 	case isContentType(contentType, "application/json"):

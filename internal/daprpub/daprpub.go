@@ -290,13 +290,16 @@ func plainString(v json.RawMessage) ([]byte, bool) {
 		return nil, false
 	}
 	in := v[1 : len(v)-1]
-	if bytes.IndexByte(in, '\\') >= 0 || bytes.IndexByte(in, '"') >= 0 || !utf8.Valid(in) {
-		return nil, false
-	}
+	nonASCII := false
 	for _, c := range in {
-		if c < 0x20 {
+		if c >= utf8.RuneSelf {
+			nonASCII = true
+		} else if c < 0x20 || c == '"' || c == '\\' {
 			return nil, false
 		}
+	}
+	if nonASCII && !utf8.Valid(in) {
+		return nil, false
 	}
 	return in, true
 }

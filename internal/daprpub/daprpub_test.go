@@ -140,3 +140,18 @@ func TestBulkFailure(t *testing.T) {
 		t.Fatalf("body = %s", b)
 	}
 }
+
+// plainString agrees with json.Unmarshal wherever it answers.
+func TestPlainStringMatchesUnmarshal(t *testing.T) {
+	for _, raw := range []string{`"abc"`, `""`, `"é 日本 😀"`, `"a\nb"`, `"a\"b"`, `"\u00e9"`, "\"bad \xff\"", "\"tab\there\"", `"<&>"`, `1`, `"x`} {
+		got, ok := plainString(json.RawMessage(raw))
+		var want string
+		err := json.Unmarshal([]byte(raw), &want)
+		if ok && (err != nil || string(got) != want) {
+			t.Errorf("plainString(%s) = %q, json.Unmarshal = %q, %v", raw, got, want, err)
+		}
+		if !ok && err == nil && !strings.ContainsAny(raw[1:len(raw)-1], "\\\"\t\n\xff") {
+			t.Errorf("plainString(%s) refused a plain string", raw)
+		}
+	}
+}
