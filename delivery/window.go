@@ -43,6 +43,13 @@ func (s *Subscriber) dispatch(d *delivery) {
 		q := s.byKey[k]
 		s.byKey[k] = append(q, d)
 		if len(q) > 0 {
+			if !d.preAt.IsZero() {
+				// Queued behind its key: it cannot be in flight with an
+				// earlier copy of its id, which must be able to hold the id
+				// for its retries. Its attempt claims again (same owner).
+				delete(s.holding, d.msg.ID)
+				d.preAt = time.Time{}
+			}
 			s.mu.Unlock()
 			return
 		}

@@ -189,7 +189,11 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	ferryShipping, err := startProc("ferry-shipping", bins["ferry"], nil,
-		append(sidecarEnv("shipping", shippingPub, shippingAdmin, shippingApp, ""), "FERRY_APP_SUBSCRIBE=dapr"))
+		append(sidecarEnv("shipping", shippingPub, shippingAdmin, shippingApp, ""), "FERRY_APP_SUBSCRIBE=dapr",
+			// The app answers RETRY to the first delivery of every order on
+			// purpose (to show Dapr's retry): a burst of them must not open
+			// the breaker for FERRY_BREAKER_OPEN_TIMEOUT.
+			"FERRY_BREAKER_CONSECUTIVE_FAILURES=1000", "FERRY_BREAKER_MIN_REQUESTS=1000"))
 	if err != nil {
 		return err
 	}

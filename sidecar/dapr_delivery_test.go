@@ -221,3 +221,55 @@ func TestExpiredEventDeadLetteredInEnvMode(t *testing.T) {
 		t.Fatalf("%d deliveries, the last after the dead letter (%v)", len(after), failedAt)
 	}
 }
+
+// A re-published id queued behind its own retried first copy (same
+// Ordering-Key) must not hold the id against that copy's retry: both, and
+// the next event of the key, are delivered. (It deadlocked the key when the
+// copy read later took the id at read time.)
+func TestRetriedIDWithQueuedDuplicateDoesNotStallItsKey(t *testing.T) {
+	srv := redistest.StartServer(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	app := newApp(t, func(r received) int {
+		mu.Lock()
+		defer mu.Unlock()
+		id := r.Header.Get("Ferry-Message-Id")
+		seen[id]++
+		if id == "x" && seen[id] == 1 {
+			return 503 // with Retry-After below: the retry comes after the re-publish is read
+		}
+		return 200
+	})
+	app.srv.Config.Handler = retryAfter(app.srv.Config.Handler)
+	env := baseEnv(t, "shipping", srv.URL())
+	env["FERRY_SUBSCRIPTIONS"] = "orders=/in"
+	env["FERRY_APP_URL"] = app.srv.URL
+	env["FERRY_RETRY_MAX_INTERVAL"] = "3s"
+	n := startNode(t, env)
+	key := map[string]string{"Ordering-Key": "cust-1", "Idempotency-Key": "x"}
+	mustPublish(t, n, "orders", "x", key)
+	app.next(t, 10*time.Second) // x answered 503, retry in ≥ 1 s
+	mustPublish(t, n, "orders", "x again", key)
+	mustPublish(t, n, "orders", "y", map[string]string{"Ordering-Key": "cust-1", "Idempotency-Key": "y"})
+	waitFor(t, 20*time.Second, "x retried and y delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen["x"] == 2 && seen["y"] == 1
+	})
+}
+
+// retryAfter adds Retry-After: 1 to 503 answers.
+func retryAfter(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
+	})
+}
+
+type retryAfterWriter struct{ http.ResponseWriter }
+
+func (w *retryAfterWriter) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
