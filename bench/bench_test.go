@@ -47,8 +47,11 @@ func TestQuickRun(t *testing.T) {
 	if res.RatioA() <= 0 || res.RatioB() <= 0 {
 		t.Errorf("ratios to the ceilings: %v of A, %v of B; want positive", res.RatioA(), res.RatioB())
 	}
-	if len(res.Procs) != 3 {
-		t.Fatalf("%d sidecar rows, want 3 (publish, end-to-end publisher and subscriber)", len(res.Procs))
+	if len(res.Procs) != 4 {
+		t.Fatalf("%d sidecar rows, want 4 (publish, bulk publish, end-to-end publisher and subscriber)", len(res.Procs))
+	}
+	if bulk == nil || bulk.N <= 0 {
+		t.Errorf("bulk publish measured nothing: %+v", bulk)
 	}
 	for _, p := range res.Procs {
 		// A Go process with an HTTP server and a Redis client is never under 1 MiB.
@@ -60,7 +63,7 @@ func TestQuickRun(t *testing.T) {
 	var b strings.Builder
 	res.WriteTable(&b)
 	table := b.String()
-	for _, row := range []string{rowA, rowB, rowPublish, rowE2E, res.Procs[0].Name, res.Procs[1].Name, res.Procs[2].Name} {
+	for _, row := range []string{rowA, rowB, rowPublish, rowE2E, rowBulk, res.Procs[0].Name, res.Procs[1].Name, res.Procs[2].Name, res.Procs[3].Name} {
 		if !strings.Contains(table, "| "+row) {
 			t.Errorf("table has no row %q:\n%s", row, table)
 		}
