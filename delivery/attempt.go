@@ -76,8 +76,15 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	if err != nil {
 		return outcome{verdict: wait, delay: waitNoAttempt} // refused by the breaker: no attempt used
 	}
+	if !s.takeSlot(ctx, d) {
+		done(true)
+		return outcome{verdict: abandon}
+	}
 	start := time.Now()
 	status, retryAfter, result, perr := s.send(ctx, d)
+	if result != retry.Success || d.replay {
+		s.freeSlot(d) // nothing to complete
+	}
 	if ctx.Err() != nil && status == 0 {
 		// Cut off by shutdown: not the app's failure, not an attempt.
 		done(true)

@@ -24,6 +24,7 @@ type delivery struct {
 	lastErr    string
 	delivered  bool // the app answered 2xx: only the dedupe completion and the ack remain
 	parked     bool // in the dead-letter stream: only the ack remains
+	holdsSlot  bool // holds a settle slot: sent, or answered and not yet completed
 	// preState is the dedupe state claimed at read time, valid when preAt
 	// is set; the id is then held already (preclaim.go).
 	preState   dedupe.State

@@ -22,15 +22,38 @@ type settleReq struct {
 	duplicate bool
 }
 
-// toSettler hands r to the settler. A completion first takes one of
-// Concurrency slots, so that at most that many deliveries the app has
-// answered wait for their completion (the duplicates a crash can cause
-// beyond those in flight at the app); the worker waits for a slot when
-// Redis is that slow. Acks need no slot: settling holds window entries
-// and tracked ≤ window.
+// takeSlot takes one of the Concurrency settle slots for d before its POST
+// (false when ctx ended first). A slot is held from the POST until the
+// completion is written, so that deliveries sent or answered but not yet
+// recorded — what a crash redelivers — never exceed N = Concurrency; a
+// worker waits for a slot when Redis is that slow.
+func (s *Subscriber) takeSlot(ctx context.Context, d *delivery) bool {
+	if d.holdsSlot {
+		return true
+	}
+	select {
+	case s.settleSlots <- struct{}{}:
+		d.holdsSlot = true
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// freeSlot gives back d's settle slot, if it holds one.
+func (s *Subscriber) freeSlot(d *delivery) {
+	if d.holdsSlot {
+		d.holdsSlot = false
+		<-s.settleSlots
+	}
+}
+
+// toSettler hands r to the settler; a completion keeps (or, settled again
+// after a Redis failure, takes back) its settle slot until it is written.
+// Acks need no slot: settling holds window entries and tracked ≤ window.
 func (s *Subscriber) toSettler(r settleReq) {
 	if r.complete {
-		s.settleSlots <- struct{}{}
+		s.takeSlot(context.Background(), r.d)
 		s.m.SettlePending.WithLabelValues(s.opts.Topic).Inc()
 	}
 	s.settling <- r
@@ -59,8 +82,10 @@ func (s *Subscriber) settler(ctx context.Context) {
 			}
 		}
 		completions, err := s.complete(ctx, batch)
-		for range completions {
-			<-s.settleSlots
+		for _, r := range batch {
+			if r.complete {
+				s.freeSlot(r.d)
+			}
 		}
 		s.m.SettlePending.WithLabelValues(s.opts.Topic).Sub(float64(completions))
 		if err != nil {

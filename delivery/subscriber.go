@@ -98,7 +98,7 @@ type Subscriber struct {
 	ready       chan *delivery
 	freed       chan struct{}
 	settling    chan settleReq   // deliveries the app took, dead letters and duplicates, for the settler
-	settleSlots chan struct{}    // one per completion not yet written: at most Concurrency
+	settleSlots chan struct{}    // one per delivery sent or answered and not yet completed: at most Concurrency
 	acking      chan []settleReq // completed batches, for the acker
 
 	mu      sync.Mutex
