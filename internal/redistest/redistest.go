@@ -27,6 +27,7 @@ type Server struct {
 	Dir string
 
 	args       []string
+	conf       string                                      // a config file, the first argument; "" for none
 	listenArgs []string                                    // nil: --port on Addr
 	dial       func(ctx context.Context) (net.Conn, error) // the readiness probe's dial; nil: plain TCP
 	mu         sync.Mutex
@@ -81,6 +82,9 @@ func (s *Server) start(t testing.TB) {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
 	), s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
