@@ -91,7 +91,9 @@ func (a Auth) scheme() string {
 // startNode runs one redis-server with a's protection and extra arguments.
 func startNode(t testing.TB, a Auth, args ...string) *Server {
 	t.Helper()
-	args = append(a.args(), args...)
+	// A master waits repl-diskless-sync-delay (5 s) for more replicas
+	// before a full sync: no waiting in tests.
+	args = append(append(a.args(), "--repl-diskless-sync-delay", "0"), args...)
 	if a.TLS != nil {
 		return StartTLSServer(t, a.TLS, args...)
 	}
@@ -134,7 +136,8 @@ func redisCLI(t testing.TB, a Auth, args ...string) (string, error) {
 }
 
 // waitFor polls cond every 50 ms until it returns nil or within passes; then
-// it fails the test with what and cond's last error.
+// it fails the test with what and cond's last error. With REDISTEST_VERBOSE
+// set in the environment it logs every failed poll (where a wait spends its time).
 func waitFor(t testing.TB, within time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -142,6 +145,9 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() error)
 		err := cond()
 		if err == nil {
 			return
+		}
+		if os.Getenv("REDISTEST_VERBOSE") != "" {
+			t.Logf("%s %s: %v", time.Now().Format("05.000"), what, err)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v: %v", what, within, err)

@@ -46,13 +46,26 @@ func Start(t testing.TB) *redis.Client {
 // example "--requirepass", "secret") and waits until it answers PING.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
+	s := newServer(t, args)
+	s.launch(t)
+	return s
+}
+
+// newServer returns a server on a free port in a new temporary directory,
+// not started.
+func newServer(t testing.TB, args []string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH (apt-get install -y redis-server): %v", err)
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
+	return &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
+}
+
+// launch starts s and stops it when the test ends.
+func (s *Server) launch(t testing.TB) {
+	t.Helper()
 	s.start(t)
 	t.Cleanup(func() { s.Stop(t) })
-	return s
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
