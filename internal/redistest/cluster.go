@@ -341,43 +341,79 @@ func (c *Cluster) Reshard(t testing.TB, from, to *Server, n int) {
 }
 
 // MoveSlot moves one slot, with its keys, to master to, the way redis-cli
-// does it: IMPORTING on the target, MIGRATING on the source, MIGRATE the keys
-// in batches (clients meanwhile get ASK for keys already moved), then
-// SETSLOT NODE on every master. It waits until every node agrees.
+// does it (see SlotMove), and waits until every node agrees.
 func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server) {
+	t.Helper()
+	if m := c.StartSlotMove(t, slot, to); m != nil {
+		m.Finish(t)
+	}
+}
+
+// SlotMove is one slot half-way to another master: between StartSlotMove
+// and Finish the source answers ASK for keys it no longer has (so for keys
+// already migrated, and for new keys), TRYAGAIN for a multi-key command whose
+// keys are split, and MOVED after Finish.
+type SlotMove struct {
+	c        *Cluster
+	slot     int
+	from, to *Server
+}
+
+// StartSlotMove marks slot IMPORTING on to and MIGRATING on its current
+// master, moving no key yet; nil when to already serves it.
+func (c *Cluster) StartSlotMove(t testing.TB, slot int, to *Server) *SlotMove {
 	t.Helper()
 	from := c.SlotOwner(t, slot)
 	if from == to {
-		return
+		return nil
 	}
 	c.do(t, to, "CLUSTER", "SETSLOT", slot, "IMPORTING", c.ID(from))
 	c.do(t, from, "CLUSTER", "SETSLOT", slot, "MIGRATING", c.ID(to))
-	host, port, _ := strings.Cut(to.Addr, ":")
-	for range 100_000 { // bounded: 100 keys a round
-		v := c.do(t, from, "CLUSTER", "GETKEYSINSLOT", slot, 100)
-		keys, _ := v.([]any)
-		if len(keys) == 0 {
-			break
-		}
-		args := []any{"MIGRATE", host, port, "", 0, 10000}
-		switch {
-		case c.opts.Password == "":
-		case c.opts.Username == "":
-			args = append(args, "AUTH", c.opts.Password)
-		default:
-			args = append(args, "AUTH2", c.opts.Username, c.opts.Password)
-		}
-		args = append(append(args, "KEYS"), keys...)
-		c.do(t, from, args...)
+	return &SlotMove{c: c, slot: slot, from: from, to: to}
+}
+
+// Migrate moves up to n of the slot's keys (MIGRATE … KEYS) and returns how
+// many it moved; 0 once the source holds none.
+func (m *SlotMove) Migrate(t testing.TB, n int) int {
+	t.Helper()
+	c := m.c
+	v := c.do(t, m.from, "CLUSTER", "GETKEYSINSLOT", m.slot, n)
+	keys, _ := v.([]any)
+	if len(keys) == 0 {
+		return 0
 	}
-	c.do(t, to, "CLUSTER", "SETSLOT", slot, "NODE", c.ID(to))
-	c.do(t, from, "CLUSTER", "SETSLOT", slot, "NODE", c.ID(to))
-	for _, m := range c.Masters(t) {
-		if m != to && m != from && m.running() {
-			c.do(t, m, "CLUSTER", "SETSLOT", slot, "NODE", c.ID(to))
+	host, port, _ := strings.Cut(m.to.Addr, ":")
+	args := []any{"MIGRATE", host, port, "", 0, 10000}
+	switch {
+	case c.opts.Password == "":
+	case c.opts.Username == "":
+		args = append(args, "AUTH", c.opts.Password)
+	default:
+		args = append(args, "AUTH2", c.opts.Username, c.opts.Password)
+	}
+	args = append(append(args, "KEYS"), keys...)
+	c.do(t, m.from, args...)
+	return len(keys)
+}
+
+// Finish migrates the remaining keys, assigns the slot to the target on
+// every master (CLUSTER SETSLOT … NODE) and waits until every node agrees.
+func (m *SlotMove) Finish(t testing.TB) {
+	t.Helper()
+	c := m.c
+	for i := 0; m.Migrate(t, 100) > 0; i++ {
+		if i > 100_000 {
+			t.Fatalf("slot %d: keys keep coming back to %s", m.slot, m.from.Addr)
 		}
 	}
-	waitFor(t, 30*time.Second, fmt.Sprintf("every node sees slot %d on %s", slot, to.Addr), func() error {
+	c.do(t, m.to, "CLUSTER", "SETSLOT", m.slot, "NODE", c.ID(m.to))
+	c.do(t, m.from, "CLUSTER", "SETSLOT", m.slot, "NODE", c.ID(m.to))
+	for _, n := range c.Masters(t) {
+		if n != m.to && n != m.from && n.running() {
+			c.do(t, n, "CLUSTER", "SETSLOT", m.slot, "NODE", c.ID(m.to))
+		}
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("every node sees slot %d on %s", m.slot, m.to.Addr), func() error {
 		for _, n := range c.Nodes {
 			if !n.running() {
 				continue
@@ -386,8 +422,8 @@ func (c *Cluster) MoveSlot(t testing.TB, slot int, to *Server) {
 			if err != nil {
 				return err
 			}
-			if owner := ownerIn(v, slot); owner != to.Addr {
-				return fmt.Errorf("%s sees slot %d on %q", n.Addr, slot, owner)
+			if owner := ownerIn(v, m.slot); owner != m.to.Addr {
+				return fmt.Errorf("%s sees slot %d on %q", n.Addr, m.slot, owner)
 			}
 		}
 		return nil
