@@ -196,3 +196,70 @@ func TestWaitPipelineReadTimeout(t *testing.T) {
 		t.Fatalf("pipeline with WAIT beyond ReadTimeout: no error")
 	}
 }
+
+// confirmedLoss appends one entry at a time with xaddWait for replicas,
+// runs failover after 300 ms, goes on for 3 s, and after the set settled
+// returns how many entries WAIT confirmed and how many of those are gone.
+func confirmedLoss(t *testing.T, s *redistest.Sentinel, stream string, replicas int, failover func()) (confirmed, lost int) {
+	t.Helper()
+	ctx := context.Background()
+	var ids []string
+	start := time.Now()
+	triggered := false
+	for time.Since(start) < 3*time.Second {
+		if !triggered && time.Since(start) > 300*time.Millisecond {
+			failover()
+			triggered = true
+		}
+		node := s.Client
+		var add *redis.StringCmd
+		cmds, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			add = p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", 1}})
+			p.Do(ctx, "WAIT", replicas, 200)
+			return nil
+		})
+		if err == nil {
+			if n, _ := cmds[1].(*redis.Cmd).Int64(); n >= int64(replicas) {
+				ids = append(ids, add.Val())
+			}
+		}
+		time.Sleep(2 * time.Millisecond) // the probe's write rate
+	}
+	s.Primary(t)
+	s.WaitHealthy(t) // the Sentinels demote the old primary: its orphaned writes go
+	for _, id := range ids {
+		got, err := s.Client.XRange(ctx, stream, id, id).Result()
+		if err != nil {
+			t.Fatalf("XRANGE: %v", err)
+		}
+		if len(got) == 0 {
+			lost++
+		}
+	}
+	return len(ids), lost
+}
+
+// TestWaitThroughSentinelFailover measures how many WAIT-confirmed entries a
+// SENTINEL FAILOVER loses (the old primary stays up and writable until the
+// Sentinels demote it), for WAIT 1 and WAIT 2 on a primary with 2 replicas.
+func TestWaitThroughSentinelFailover(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	failover := func() {
+		if _, err := s.NodeClient(t, s.Sentinels[0]).Do(context.Background(), "SENTINEL", "FAILOVER", s.MasterName).Result(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []int{1, 2} {
+		confirmed, lost := confirmedLoss(t, s, "ferry:{w"+strconv.Itoa(r)+"}:stream", r, failover)
+		t.Logf("SENTINEL FAILOVER, WAIT %d: %d confirmed, %d of them lost", r, confirmed, lost)
+		if r == 2 && lost > 0 {
+			t.Errorf("WAIT for every replica: %d confirmed entries lost", lost)
+		}
+	}
+	kill := func() { s.Kill(t, s.Primary(t)) }
+	confirmed, lost := confirmedLoss(t, s, "ferry:{k1}:stream", 1, kill)
+	t.Logf("kill -9 primary, WAIT 1: %d confirmed, %d of them lost", confirmed, lost)
+	if lost > 0 {
+		t.Errorf("kill -9 with WAIT 1: %d confirmed entries lost", lost)
+	}
+}
