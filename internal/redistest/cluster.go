@@ -444,7 +444,8 @@ func ownerIn(v []clusterNode, slot int) string {
 
 // WaitHealthy waits (at most 60 s) until every running node reports
 // cluster_state:ok with all 16384 slots ok, all running nodes agree on who
-// serves each slot, no slot is served by a failed or stopped node, and every
+// serves each slot, no slot is served by a failed or stopped node, no node
+// flags a running node as failed or holds an outdated role for it, and every
 // running replica's link to its master is up and not syncing.
 func (c *Cluster) WaitHealthy(t testing.TB) {
 	t.Helper()
@@ -452,6 +453,18 @@ func (c *Cluster) WaitHealthy(t testing.TB) {
 }
 
 func (c *Cluster) healthy() error {
+	master := make(map[string]bool) // running node → its own ROLE says master
+	for _, n := range c.Nodes {
+		if !n.running() {
+			continue
+		}
+		v, err := c.try(n, "ROLE")
+		if err != nil {
+			return fmt.Errorf("ROLE on %s: %w", n.Addr, err)
+		}
+		r, _ := v.([]any)
+		master[n.Addr] = len(r) > 0 && r[0] == "master"
+	}
 	var first []clusterNode
 	for _, n := range c.Nodes {
 		if !n.running() {
@@ -471,10 +484,17 @@ func (c *Cluster) healthy() error {
 			return err
 		}
 		for _, cn := range view {
+			s := c.node(cn.addr)
+			if s != nil && s.running() && cn.failed {
+				return fmt.Errorf("%s still flags running %s as failed", n.Addr, cn.addr)
+			}
+			if m, ok := master[cn.addr]; ok && m != cn.master {
+				return fmt.Errorf("%s has not yet seen %s change role", n.Addr, cn.addr)
+			}
 			if len(cn.slots) == 0 {
 				continue
 			}
-			if s := c.node(cn.addr); cn.failed || s == nil || !s.running() {
+			if cn.failed || s == nil || !s.running() {
 				return fmt.Errorf("%s sees slots on failed or stopped %s", n.Addr, cn.addr)
 			}
 		}
