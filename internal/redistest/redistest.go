@@ -1,7 +1,20 @@
-// Package redistest runs a real redis-server for tests: one per call, on a free
-// loopback port, in the test's temporary directory, stopped when the test ends.
+// Package redistest runs real Redis for tests, on free loopback ports, in the
+// test's temporary directories, stopped (SIGKILL) when the test ends:
 //
-// A missing redis-server binary fails the test: CI must not pass silently.
+//   - Start / StartServer / StartTLSServer: one redis-server;
+//   - StartCluster: a six-node Redis Cluster (three masters, one replica each),
+//     with kill -9, restart, CLUSTER FAILOVER, slot moves (MIGRATE, with a
+//     half-way state for ASK) and redis-cli reshard;
+//   - StartSentinel: a primary, two replicas and three Sentinels, with kill -9,
+//     restart and SENTINEL FAILOVER.
+//
+// The topologies take an Auth (password, ACL user, TLS). Every wait is bounded
+// and fails the test with what it was waiting for; REDISTEST_VERBOSE=1 logs
+// each unmet poll. Slot and AssertSameSlot check keys against Redis Cluster's
+// hash slots without a server.
+//
+// A missing redis-server or redis-cli binary fails the test: CI must not pass
+// silently.
 package redistest
 
 import (
