@@ -8,6 +8,10 @@ const (
 	FieldSource      = "src"  // publisher's app id
 	FieldPublishedAt = "pub"  // RFC 3339 (nanoseconds), UTC
 	FieldContentType = "ct"   // Content-Type
+	// FieldTraceparent is ferry's publish span as a W3C traceparent, when
+	// the publishing ferry traces (package tracing); the app's own
+	// traceparent stays in "h:Traceparent", unchanged.
+	FieldTraceparent = "tp"
 	FieldBody        = "body" // the body, last
 	HeaderField      = "h:"   // prefix of a carried header's field
 )
