@@ -4,10 +4,10 @@ import "strings"
 
 // Stream entry fields. Carried headers are stored as HeaderField + canonical name.
 const (
-	FieldID          = "id"   // message id: Idempotency-Key or a UUIDv7
-	FieldSource      = "src"  // publisher's app id
-	FieldPublishedAt = "pub"  // RFC 3339 (nanoseconds), UTC
-	FieldContentType = "ct"   // Content-Type
+	FieldID          = "id"  // message id: Idempotency-Key or a UUIDv7
+	FieldSource      = "src" // publisher's app id
+	FieldPublishedAt = "pub" // RFC 3339 (nanoseconds), UTC
+	FieldContentType = "ct"  // Content-Type
 	// FieldTraceparent is ferry's publish span as a W3C traceparent, when
 	// the publishing ferry traces (package tracing); the app's own
 	// traceparent stays in "h:Traceparent", unchanged.
