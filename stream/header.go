@@ -4,17 +4,18 @@ import "strings"
 
 // Stream entry fields. Carried headers are stored as HeaderField + canonical name.
 const (
-	FieldID          = "id"  // message id: Idempotency-Key or a UUIDv7
-	FieldSource      = "src" // publisher's app id
-	FieldPublishedAt = "pub" // RFC 3339 (nanoseconds), UTC
-	FieldContentType = "ct"  // Content-Type
-	// FieldTraceparent is ferry's publish span as a W3C traceparent, when
-	// the publishing ferry traces (package tracing); the app's own
-	// traceparent stays in "h:Traceparent", unchanged.
-	FieldTraceparent = "tp"
+	FieldID          = "id"   // message id: Idempotency-Key or a UUIDv7
+	FieldSource      = "src"  // publisher's app id
+	FieldPublishedAt = "pub"  // RFC 3339 (nanoseconds), UTC
+	FieldContentType = "ct"   // Content-Type
 	FieldBody        = "body" // the body, last
 	HeaderField      = "h:"   // prefix of a carried header's field
 )
+
+// FieldTraceparent is ferry's publish span as a W3C traceparent, stored
+// when the publishing ferry traces (package tracing). The app's own
+// traceparent stays in "h:Traceparent", unchanged.
+const FieldTraceparent = "tp"
 
 // Headers of the publish request and of deliveries.
 const (
