@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/outbox"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // BenchmarkPublishHandler runs the publish API in process, from routing to
@@ -18,13 +19,16 @@ import (
 // concurrent publishers; no relay runs. A regression guard for the
 // allocations and the CPU of the publish path (go run ./bench measures it
 // over the network).
-func BenchmarkPublishHandler(b *testing.B) {
+func BenchmarkPublishHandler(b *testing.B) { benchPublish(b, nil) }
+
+// benchPublish is BenchmarkPublishHandler with tr as Options.Tracer.
+func benchPublish(b *testing.B, tr *tracing.Tracer) {
 	ob, err := outbox.Open(outbox.Options{Dir: b.TempDir(), MaxBytes: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ob.Close() })
-	h := New(Options{AppID: "bench", MaxBodyBytes: 1 << 20, MaxTopicLabels: 100}, ob, metrics.New(prometheus.NewRegistry(), "bench", nil), nil).Handler()
+	h := New(Options{AppID: "bench", MaxBodyBytes: 1 << 20, MaxTopicLabels: 100, Tracer: tr}, ob, metrics.New(prometheus.NewRegistry(), "bench", nil), nil).Handler()
 	body := bytes.Repeat([]byte("x"), 1024)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
