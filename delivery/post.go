@@ -47,6 +47,7 @@ func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration,
 			h[k] = v
 		}
 	}
+	d.try.Inject(h) // with tracing on, the app's traceparent is the attempt span
 	h.Set("Content-Type", d.out.ContentType)
 	h.Set(stream.HeaderMessageID, d.msg.ID)
 	h.Set(stream.HeaderTopic, s.opts.Topic)

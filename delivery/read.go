@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // delivery is one message on its way to the app.
@@ -24,12 +25,18 @@ type delivery struct {
 	lastErr    string
 	delivered  bool // the app answered 2xx: only the dedupe completion and the ack remain
 	parked     bool // in the dead-letter stream: only the ack remains
+	holdsSlot  bool // holds a settle slot: sent, or answered and not yet completed
 	// preState is the dedupe state claimed at read time, valid when preAt
 	// is set; the id is then held already (preclaim.go).
 	preState   dedupe.State
 	preAt      time.Time
-	preOutages uint64  // Redis outages seen when it was claimed
-	out        Request // what the Format made of msg, once prepared
+	preOutages uint64 // Redis outages seen when it was claimed
+	// trace is the process span (trace.go); try the attempt span in
+	// flight. Zero values with tracing off.
+	trace      tracing.Process
+	try        tracing.Attempt
+	lastResult retry.Result // the last attempt's, "" before the first
+	out        Request      // what the Format made of msg, once prepared
 	prepared   bool
 }
 
@@ -229,5 +236,6 @@ func (s *Subscriber) newDelivery(key string, xm redis.XMessage, attempt int) *de
 			d.replay = true
 		}
 	}
+	d.trace = s.startProcess(d)
 	return d
 }

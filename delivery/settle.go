@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // settleMax bounds the deliveries settled in one round trip.
@@ -22,15 +23,38 @@ type settleReq struct {
 	duplicate bool
 }
 
-// toSettler hands r to the settler. A completion first takes one of
-// Concurrency slots, so that at most that many deliveries the app has
-// answered wait for their completion (the duplicates a crash can cause
-// beyond those in flight at the app); the worker waits for a slot when
-// Redis is that slow. Acks need no slot: settling holds window entries
-// and tracked ≤ window.
+// takeSlot takes one of the Concurrency settle slots for d before its POST
+// (false when ctx ended first). A slot is held from the POST until the
+// completion is written, so that deliveries sent or answered but not yet
+// recorded — what a crash redelivers — never exceed N = Concurrency; a
+// worker waits for a slot when Redis is that slow.
+func (s *Subscriber) takeSlot(ctx context.Context, d *delivery) bool {
+	if d.holdsSlot {
+		return true
+	}
+	select {
+	case s.settleSlots <- struct{}{}:
+		d.holdsSlot = true
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// freeSlot gives back d's settle slot, if it holds one.
+func (s *Subscriber) freeSlot(d *delivery) {
+	if d.holdsSlot {
+		d.holdsSlot = false
+		<-s.settleSlots
+	}
+}
+
+// toSettler hands r to the settler; a completion keeps (or, settled again
+// after a Redis failure, takes back) its settle slot until it is written.
+// Acks need no slot: settling holds window entries and tracked ≤ window.
 func (s *Subscriber) toSettler(r settleReq) {
 	if r.complete {
-		s.settleSlots <- struct{}{}
+		s.takeSlot(context.Background(), r.d)
 		s.m.SettlePending.WithLabelValues(s.opts.Topic).Inc()
 	}
 	s.settling <- r
@@ -59,8 +83,10 @@ func (s *Subscriber) settler(ctx context.Context) {
 			}
 		}
 		completions, err := s.complete(ctx, batch)
-		for range completions {
-			<-s.settleSlots
+		for _, r := range batch {
+			if r.complete {
+				s.freeSlot(r.d)
+			}
 		}
 		s.m.SettlePending.WithLabelValues(s.opts.Topic).Sub(float64(completions))
 		if err != nil {
@@ -88,7 +114,10 @@ func (s *Subscriber) acker(ctx context.Context) {
 				s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
 				s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
 			case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
-				s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
+				r.d.trace.Observe(s.m.EndToEnd.WithLabelValues(s.opts.Topic), now.Sub(r.d.msg.PublishedAt).Seconds())
+			}
+			if !r.d.parked { // a dead letter's span ended when it was added
+				r.d.trace.End(r.d.traceOutcome(tracing.Outcome{DedupeHit: r.duplicate}))
 			}
 		}
 	}
@@ -102,6 +131,7 @@ func (s *Subscriber) retrySettle(what string, batch []settleReq, err error, ctx 
 		return
 	}
 	for _, r := range batch {
+		r.d.trace.Wait(waitRedis, waitNoAttempt)
 		s.later(r.d, waitNoAttempt, false)
 	}
 }

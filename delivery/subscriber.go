@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 const (
@@ -84,7 +85,8 @@ type Deps struct {
 	Trimmer  Trimmer   // nil: no trimming
 	App      AppHealth // nil: the app is taken to be always there
 	Log      *slog.Logger
-	Outbox   Appender // publishes to Options.DeadLetterTopic; nil when none is set
+	Tracer   *tracing.Tracer // nil: off
+	Outbox   Appender        // publishes to Options.DeadLetterTopic; nil when none is set
 }
 
 // Appender makes a record durable in the outbox (publish.Appender).
@@ -111,7 +113,7 @@ type Subscriber struct {
 	ready       chan *delivery
 	freed       chan struct{}
 	settling    chan settleReq   // deliveries the app took, dead letters and duplicates, for the settler
-	settleSlots chan struct{}    // one per completion not yet written: at most Concurrency
+	settleSlots chan struct{}    // one per delivery sent or answered and not yet completed: at most Concurrency
 	acking      chan []settleReq // completed batches, for the acker
 
 	mu      sync.Mutex
@@ -237,6 +239,7 @@ func (s *Subscriber) Run(ctx, hard context.Context) error {
 	workers.Wait()
 	close(s.settling) // the workers and the reader were its only senders
 	wg.Wait()
+	s.endTraces()
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-sidecar/ferry/internal/cloudevent"
 	"github.com/ferry-sidecar/ferry/internal/httpapi"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // ceMediaPrefix starts both CloudEvents JSON content types.
@@ -39,7 +40,7 @@ type batchAccepted struct {
 // message id unless the Idempotency-Key key is given) or a batch (one
 // record per event, all in one group commit or none). Events are stored as
 // they came and delivered with Content-Type application/cloudevents+json.
-func (a *API) acceptCloudEvents(w http.ResponseWriter, r *http.Request, topic, key string) int {
+func (a *API) acceptCloudEvents(w http.ResponseWriter, r *http.Request, topic, key string, sp tracing.Publish) int {
 	body, code := a.readBody(w, r)
 	if code != 0 {
 		return code
@@ -48,7 +49,7 @@ func (a *API) acceptCloudEvents(w http.ResponseWriter, r *http.Request, topic, k
 		if key != "" {
 			return refuse(w, http.StatusBadRequest, "invalid-idempotency-key", "Idempotency-Key does not apply to a batch: each event's id is its message id")
 		}
-		return a.acceptBatch(w, r, topic, body)
+		return a.acceptBatch(w, r, topic, body, sp)
 	}
 	e, err := cloudevent.Parse(body)
 	if err != nil {
@@ -61,7 +62,8 @@ func (a *API) acceptCloudEvents(w http.ResponseWriter, r *http.Request, topic, k
 			return refuse(w, http.StatusBadRequest, "invalid-cloudevent", `attribute "id": must be 1 to 255 visible ASCII characters to be a message id`)
 		}
 	}
-	rec := a.record(topic, id, cloudevent.ContentType, time.Time{}, r.Header, body)
+	sp.SetMessageID(id)
+	rec := a.record(topic, id, cloudevent.ContentType, time.Time{}, r.Header, sp.Traceparent(), body)
 	if err := a.out.Append(r.Context(), rec); err != nil {
 		return a.appendFailed(w, err)
 	}
@@ -69,11 +71,12 @@ func (a *API) acceptCloudEvents(w http.ResponseWriter, r *http.Request, topic, k
 	return http.StatusAccepted
 }
 
-func (a *API) acceptBatch(w http.ResponseWriter, r *http.Request, topic string, body []byte) int {
+func (a *API) acceptBatch(w http.ResponseWriter, r *http.Request, topic string, body []byte, sp tracing.Publish) int {
 	events, err := cloudevent.ParseBatch(body)
 	if err != nil {
 		return refuseEvent(w, err)
 	}
+	sp.SetBatch(len(events))
 	ids := make([]string, len(events))
 	recs := make([][]byte, len(events))
 	for i, e := range events {
@@ -86,7 +89,7 @@ func (a *API) acceptBatch(w http.ResponseWriter, r *http.Request, topic string, 
 		if err != nil {
 			return refuse(w, http.StatusBadRequest, "invalid-cloudevent", fmt.Sprintf("event %d: %v", i, err))
 		}
-		recs[i] = a.record(topic, ids[i], cloudevent.ContentType, time.Time{}, r.Header, data)
+		recs[i] = a.record(topic, ids[i], cloudevent.ContentType, time.Time{}, r.Header, sp.Traceparent(), data)
 	}
 	if err := a.out.AppendBatch(r.Context(), recs); err != nil {
 		return a.appendFailed(w, err)
@@ -116,8 +119,9 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
 }
 
 // record encodes one event record as the plain path does: id, source,
-// Content-Type, the expiry when set, the carried headers of h, the body.
-func (a *API) record(topic, id, contentType string, expires time.Time, h http.Header, body []byte) []byte {
+// Content-Type, the expiry when set, the carried headers of h, the publish
+// span's traceparent when tracing is on, the body.
+func (a *API) record(topic, id, contentType string, expires time.Time, h http.Header, tp string, body []byte) []byte {
 	fields := []string{stream.FieldID, id, stream.FieldSource, a.opts.AppID, stream.FieldContentType, contentType}
 	if !expires.IsZero() {
 		fields = append(fields, stream.FieldExpiresAt, expires.UTC().Format(time.RFC3339Nano))
@@ -126,6 +130,9 @@ func (a *API) record(topic, id, contentType string, expires time.Time, h http.He
 		if stream.Carried(name) && len(vals) > 0 && name != stream.HeaderIdempotencyKey {
 			fields = append(fields, stream.HeaderField+name, vals[0])
 		}
+	}
+	if tp != "" {
+		fields = append(fields, stream.FieldTraceparent, tp)
 	}
 	n := len(topic) + len(body) + 16
 	for _, f := range fields {

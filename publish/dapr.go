@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-sidecar/ferry/internal/daprpub"
 	"github.com/ferry-sidecar/ferry/internal/httpapi"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // daprTokenHeader is the header Dapr's API token arrives in.
@@ -45,14 +46,21 @@ func (a *API) daprAuth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// counted counts and times a Dapr-endpoint request as the native one is.
-func (a *API) counted(h func(http.ResponseWriter, *http.Request, string, string) int) http.HandlerFunc {
+// counted counts, times and traces a Dapr-endpoint request as the native
+// one is.
+func (a *API) counted(h func(http.ResponseWriter, *http.Request, string, string, tracing.Publish) int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := a.now()
 		topic := r.PathValue("topic")
-		code := h(w, r, r.PathValue("pubsub"), topic)
+		valid := stream.ValidTopic(topic)
+		var sp tracing.Publish
+		if valid {
+			_, sp = a.opts.Tracer.StartPublish(r.Context(), r.Header, topic)
+		}
+		code := h(w, r, r.PathValue("pubsub"), topic, sp)
+		sp.End(code)
 		label := "invalid"
-		if stream.ValidTopic(topic) {
+		if valid {
 			label = a.labels.Label(topic)
 		}
 		a.m.PublishRequests.WithLabelValues(label, strconv.Itoa(code)).Inc()
@@ -105,7 +113,7 @@ func (a *API) pubsubName() string {
 }
 
 // daprPublish is POST /v1.0/publish/{pubsubname}/{topic}: 204 once durable.
-func (a *API) daprPublish(w http.ResponseWriter, r *http.Request, pubsub, topic string) int {
+func (a *API) daprPublish(w http.ResponseWriter, r *http.Request, pubsub, topic string, sp tracing.Publish) int {
 	if code := a.daprAdmit(w, pubsub, topic); code != 0 {
 		return code
 	}
@@ -114,7 +122,7 @@ func (a *API) daprPublish(w http.ResponseWriter, r *http.Request, pubsub, topic 
 		return code
 	}
 	md := daprpub.Metadata(r.URL.Query())
-	rec, derr := a.daprRecord(r.Header, topic, pubsub, r.Header.Get("Content-Type"), body, md)
+	rec, derr := a.daprRecord(r.Header, sp, topic, pubsub, r.Header.Get("Content-Type"), body, md)
 	if derr != nil {
 		return daprRefuse(w, derr)
 	}
@@ -127,7 +135,7 @@ func (a *API) daprPublish(w http.ResponseWriter, r *http.Request, pubsub, topic 
 
 // daprBulk is POST /v1.0-alpha1/publish/bulk/{pubsubname}/{topic}: every
 // entry in one group commit, or none.
-func (a *API) daprBulk(w http.ResponseWriter, r *http.Request, pubsub, topic string) int {
+func (a *API) daprBulk(w http.ResponseWriter, r *http.Request, pubsub, topic string, sp tracing.Publish) int {
 	if code := a.daprAdmit(w, pubsub, topic); code != 0 {
 		return code
 	}
@@ -139,9 +147,10 @@ func (a *API) daprBulk(w http.ResponseWriter, r *http.Request, pubsub, topic str
 	if derr != nil {
 		return daprRefuse(w, derr)
 	}
+	sp.SetBatch(len(entries))
 	recs := make([][]byte, len(entries))
 	for i, e := range entries {
-		rec, derr := a.daprRecord(r.Header, topic, pubsub, e.ContentType, e.Event, e.Metadata)
+		rec, derr := a.daprRecord(r.Header, sp, topic, pubsub, e.ContentType, e.Event, e.Metadata)
 		if derr != nil {
 			derr.Message = fmt.Sprintf("entry %d (entryId %q): %s", i, e.EntryID, derr.Message)
 			return daprRefuse(w, derr)
@@ -162,7 +171,7 @@ func (a *API) daprBulk(w http.ResponseWriter, r *http.Request, pubsub, topic str
 // daprRecord wraps one Dapr publish as Dapr does (or keeps it raw with
 // metadata rawPayload) and encodes its record: the message id is the
 // CloudEvent's id, the expiry comes from ttlInSeconds.
-func (a *API) daprRecord(h http.Header, topic, pubsub, contentType string, data []byte, md map[string]string) ([]byte, *daprpub.Error) {
+func (a *API) daprRecord(h http.Header, sp tracing.Publish, topic, pubsub, contentType string, data []byte, md map[string]string) ([]byte, *daprpub.Error) {
 	raw, err := daprpub.RawPayload(md)
 	if err != nil {
 		return nil, daprpub.RequestMetadata(err)
@@ -184,7 +193,7 @@ func (a *API) daprRecord(h http.Header, topic, pubsub, contentType string, data 
 		if contentType == "" {
 			contentType = "application/octet-stream"
 		}
-		return a.record(topic, id, contentType, expires, h, data), nil
+		return a.record(topic, id, contentType, expires, h, sp.Traceparent(), data), nil
 	}
 	e, err := cloudevent.NewDaprEnvelope(cloudevent.Publish{
 		Source: a.opts.AppID, Topic: topic, PubsubName: pubsub, ContentType: contentType, Data: data,
@@ -208,7 +217,7 @@ func (a *API) daprRecord(h http.Header, topic, pubsub, contentType string, data 
 	if err != nil {
 		return nil, daprpub.CloudEventCreation()
 	}
-	return a.record(topic, id, cloudevent.ContentType, expires, h, body), nil
+	return a.record(topic, id, cloudevent.ContentType, expires, h, sp.Traceparent(), body), nil
 }
 
 // daprAppendFailed answers an outbox error with Dapr's body.

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-sidecar/ferry/outbox"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // Batch limits: a batch is what is waiting, up to these.
@@ -47,10 +48,12 @@ type Relay struct {
 	topics    TopicRecorder
 	breaker   *breaker.Set
 	committed chan struct{}
+	tracer    *tracing.Tracer // nil: off
 }
 
-// New returns a relay from ob to rdb; topics may be nil.
-func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, log *slog.Logger) *Relay {
+// New returns a relay from ob to rdb; topics and tr (a send span per
+// batch and topic) may be nil.
+func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, tr *tracing.Tracer, log *slog.Logger) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -65,6 +68,7 @@ func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicReco
 				log.Warn("relay breaker", "from", from.String(), "to", to.String())
 			}}),
 		committed: make(chan struct{}, 1),
+		tracer:    tr,
 	}
 }
 
@@ -174,6 +178,7 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 	if err != nil {
 		return err
 	}
+	span := r.tracer.StartSend()
 	pipe := r.rdb.Pipeline()
 	prevTopic := ""
 	for _, e := range entries {
@@ -185,6 +190,9 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 			continue
 		}
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream.Key(ev.Topic), Values: ev.Values(e.Time)})
+		if r.tracer.Enabled() {
+			span.Add(ev.Topic, field(ev.Fields, stream.FieldID), field(ev.Fields, stream.FieldTraceparent))
+		}
 		if ev.Topic != prevTopic && r.topics != nil { // a batch is mostly one topic: one call, not one per record
 			r.topics.Add(ev.Topic)
 			prevTopic = ev.Topic
@@ -192,5 +200,25 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 	}
 	_, err = pipe.Exec(ctx)
 	done(err == nil)
+	span.End(redactedErr(err))
 	return err
+}
+
+// field is the value of name in fields (name, value, …), "" when absent.
+func field(fields []string, name string) string {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == name {
+			return fields[i+1]
+		}
+	}
+	return ""
+}
+
+// redactedErr is err without addresses (a span's status is exported), nil
+// for nil.
+func redactedErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(redisconn.RedactErr(err))
 }

@@ -65,7 +65,9 @@ func TestOrderingKeyDeliversInOrderPerKey(t *testing.T) {
 	for k := range keys {
 		oc.failFirst[fmt.Sprintf("k%d-%d", k, 3)] = true // a retried event holds back its key only
 	}
-	p := startPair(t, map[string]string{"FERRY_DELIVERY_CONCURRENCY": "8"}, oc.handle)
+	// Six keys fail their fourth event at once: six failures in a row, which
+	// must not open the breaker here (default FERRY_BREAKER_CONSECUTIVE_FAILURES 5).
+	p := startPair(t, map[string]string{"FERRY_DELIVERY_CONCURRENCY": "8", "FERRY_BREAKER_CONSECUTIVE_FAILURES": "20"}, oc.handle)
 	for i := range perKey {
 		for k := range keys {
 			key := "k" + strconv.Itoa(k)

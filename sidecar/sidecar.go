@@ -25,6 +25,7 @@ import (
 	"github.com/ferry-sidecar/ferry/relay"
 	"github.com/ferry-sidecar/ferry/retention"
 	"github.com/ferry-sidecar/ferry/retry"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // Version is ferry's version, set at build time with
@@ -68,6 +69,7 @@ type Sidecar struct {
 	publish  *publish.API
 	admin    *admin.API
 	relay    *relay.Relay
+	tracer   *tracing.Tracer // off (no exporter) without an OTLP endpoint
 
 	refreshEvery       time.Duration // lag, status and retention refresh (5s; tests shorten it)
 	publishLn, adminLn net.Listener
@@ -127,8 +129,26 @@ func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gathere
 		return nil, fmt.Errorf("open outbox %s: %w", cfg.OutboxDir, err)
 	}
 	s.metrics.ObserveOutbox(ob)
+	if s.tracer, err = newTracer(cfg, log); err != nil {
+		ob.Close()
+		rdb.Close()
+		return nil, err
+	}
 	s.buildParts(ob)
 	return s, nil
+}
+
+// newTracer builds the tracer from the OTEL_* variables; an invalid one is
+// a configuration error (exit 2).
+func newTracer(cfg config.Config, log *slog.Logger) (*tracing.Tracer, error) {
+	tr, err := tracing.New(context.Background(), tracing.Settings{
+		ServiceName: cfg.AppID, ServiceVersion: Version, InstanceID: cfg.Consumer, Logger: log.With("component", "tracing"),
+	})
+	var verr *tracing.VarError
+	if errors.As(err, &verr) {
+		return nil, &config.VarError{Var: verr.Var, Err: verr.Err}
+	}
+	return tr, err
 }
 
 // buildParts makes the parts that use the outbox.
@@ -138,9 +158,9 @@ func (s *Sidecar) buildParts(ob durableLog) {
 	s.publish = publish.New(publish.Options{
 		AppID: cfg.AppID, Token: cfg.APIToken, MaxBodyBytes: cfg.MaxBodyBytes, OutboxMaxBytes: cfg.OutboxMaxBytes,
 		Rate: cfg.PublishRate, Burst: config.Burst(cfg.PublishRate, cfg.PublishBurst),
-		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics, PubsubName: cfg.PubsubName,
+		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics, Tracer: s.tracer, PubsubName: cfg.PubsubName,
 	}, ob, s.metrics, s.log)
-	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"))
+	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.tracer, s.log.With("component", "relay"))
 	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(s.specs)))
 	s.subs = s.subscribers()
 	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, AppHealth: s.app, Gatherer: s.gatherer}
@@ -165,6 +185,7 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		Trimmer:  s.trimmer,
 		App:      s.app,
 		Log:      s.log,
+		Tracer:   s.tracer,
 		Outbox:   s.outbox,
 	}
 	var subs []*delivery.Subscriber

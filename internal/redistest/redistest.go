@@ -1,7 +1,20 @@
-// Package redistest runs a real redis-server for tests: one per call, on a free
-// loopback port, in the test's temporary directory, stopped when the test ends.
+// Package redistest runs real Redis for tests, on free loopback ports, in the
+// test's temporary directories, stopped (SIGKILL) when the test ends:
 //
-// A missing redis-server binary fails the test: CI must not pass silently.
+//   - Start / StartServer / StartTLSServer: one redis-server;
+//   - StartCluster: a six-node Redis Cluster (three masters, one replica each),
+//     with kill -9, restart, CLUSTER FAILOVER, slot moves (MIGRATE, with a
+//     half-way state for ASK) and redis-cli reshard;
+//   - StartSentinel: a primary, two replicas and three Sentinels, with kill -9,
+//     restart and SENTINEL FAILOVER.
+//
+// The topologies take an Auth (password, ACL user, TLS). Every wait is bounded
+// and fails the test with what it was waiting for; REDISTEST_VERBOSE=1 logs
+// each unmet poll. Slot and AssertSameSlot check keys against Redis Cluster's
+// hash slots without a server.
+//
+// A missing redis-server or redis-cli binary fails the test: CI must not pass
+// silently.
 package redistest
 
 import (
@@ -27,6 +40,7 @@ type Server struct {
 	Dir string
 
 	args       []string
+	conf       string                                      // a config file, the first argument; "" for none
 	listenArgs []string                                    // nil: --port on Addr
 	dial       func(ctx context.Context) (net.Conn, error) // the readiness probe's dial; nil: plain TCP
 	mu         sync.Mutex
@@ -45,13 +59,26 @@ func Start(t testing.TB) *redis.Client {
 // example "--requirepass", "secret") and waits until it answers PING.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
+	s := newServer(t, args)
+	s.launch(t)
+	return s
+}
+
+// newServer returns a server on a free port in a new temporary directory,
+// not started.
+func newServer(t testing.TB, args []string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found in PATH (apt-get install -y redis-server): %v", err)
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
+	return &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
+}
+
+// launch starts s and stops it when the test ends.
+func (s *Server) launch(t testing.TB) {
+	t.Helper()
 	s.start(t)
 	t.Cleanup(func() { s.Stop(t) })
-	return s
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -81,6 +108,9 @@ func (s *Server) start(t testing.TB) {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
 	), s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)

@@ -12,9 +12,7 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -145,10 +143,15 @@ func (f *TLSFiles) ClientConfig(t testing.TB, serverName string) *tls.Config {
 // "--tls-auth-clients", "yes".
 func StartTLSServer(t testing.TB, f *TLSFiles, args ...string) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server not found in PATH (apt-get install -y redis-server): %v", err)
-	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)), Dir: t.TempDir(), args: args}
+	s := newTLSServer(t, f, args)
+	s.launch(t)
+	return s
+}
+
+// newTLSServer is newServer listening on TLS only with f's certificates.
+func newTLSServer(t testing.TB, f *TLSFiles, args []string) *Server {
+	t.Helper()
+	s := newServer(t, args)
 	_, port, _ := net.SplitHostPort(s.Addr)
 	s.listenArgs = []string{
 		"--port", "0",
@@ -162,8 +165,6 @@ func StartTLSServer(t testing.TB, f *TLSFiles, args ...string) *Server {
 	probe.InsecureSkipVerify = true // a readiness probe only: the names are the tests' business
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 200 * time.Millisecond}, Config: probe}
 	s.dial = func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", s.Addr) }
-	s.start(t)
-	t.Cleanup(func() { s.Stop(t) })
 	return s
 }
 
