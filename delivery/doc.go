@@ -9,7 +9,7 @@
 //
 // What one delivery looks like and what the app's answer means is a
 // Format: the plain one (FERRY_SUBSCRIPTIONS: the stored body to the route,
-// DESIGN.md's answer table) or DaprFormat (FERRY_APP_SUBSCRIBE=dapr: a
+// DESIGN.md's answer table) or daprformat.Format (FERRY_APP_SUBSCRIBE=dapr: a
 // structured CloudEvent routed by the subscription's CEL rules, answers read
 // as Dapr reads them, a DROP or 404 dead-lettered as dropped). Whatever the
 // format, an event past its expiry (Dapr's ttlInSeconds) is dead-lettered as

@@ -12,7 +12,7 @@ import (
 // message looks like (where it goes, its body and Content-Type) and what
 // the app's answer means. The zero Options.Format is the plain format of
 // FERRY_SUBSCRIPTIONS (the stored body to the subscription's route,
-// DESIGN.md's answer table); DaprFormat is FERRY_APP_SUBSCRIBE=dapr.
+// DESIGN.md's answer table); daprformat.Format is FERRY_APP_SUBSCRIBE=dapr.
 type Format interface {
 	// Prepare returns the request for m. A *DropError dead-letters m
 	// without sending it (no route for it, or it cannot be delivered).

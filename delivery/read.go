@@ -120,21 +120,9 @@ func (s *Subscriber) claimInterval() time.Duration {
 	return max(time.Second, s.opts.ClaimIdle/2)
 }
 
-// ensureGroup creates this app's consumer group on the topic stream and on
-// its redrive stream; an existing group is fine.
+// ensureGroup creates this app's consumer group (group.Group.Ensure).
 func (s *Subscriber) ensureGroup(ctx context.Context) error {
-	start := "0"
-	if s.opts.FromLatest {
-		start = "$"
-	}
-	for _, key := range []string{s.stream, s.redrive} {
-		err := s.rdb.XGroupCreateMkStream(ctx, key, s.opts.AppID, start).Err()
-		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-			return err
-		}
-		start = "0" // the redrive stream holds only this group's entries
-	}
-	return nil
+	return s.g.Ensure(ctx, s.opts.FromLatest)
 }
 
 // readNew reads entries never delivered to this group.
@@ -232,9 +220,7 @@ func (s *Subscriber) claim(ctx context.Context, key string, pend []redis.XPendin
 func (s *Subscriber) newDelivery(key string, xm redis.XMessage, attempt int) *delivery {
 	d := &delivery{msg: stream.ParseMessage(xm.ID, xm.Values), stream: key, attempt: attempt}
 	if key == s.stream {
-		if until := s.replayUntil.Load(); until != nil && stream.IDLessEq(xm.ID, *until) {
-			d.replay = true
-		}
+		d.replay = s.g.IsReplay(xm.ID)
 	}
 	d.trace = s.startProcess(d)
 	return d

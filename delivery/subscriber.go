@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,10 +13,11 @@ import (
 
 	"github.com/ferry-sidecar/ferry/breaker"
 	"github.com/ferry-sidecar/ferry/dedupe"
+	"github.com/ferry-sidecar/ferry/group"
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
+	"github.com/ferry-sidecar/ferry/internal/waitq"
 	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/retry"
-	"github.com/ferry-sidecar/ferry/stream"
 	"github.com/ferry-sidecar/ferry/tracing"
 )
 
@@ -104,12 +104,11 @@ type Subscriber struct {
 	m           *metrics.Metrics
 	stream      string
 	redrive     string
-	dlq         string
 	url         string
 	format      Format
 	limiter     *rate.Limiter
 	window      int
-	sched       *scheduler
+	sched       *waitq.Queue[waiting] // deliveries waiting for a retry
 	ready       chan *delivery
 	freed       chan struct{}
 	settling    chan settleReq   // deliveries the app took, dead letters and duplicates, for the settler
@@ -128,17 +127,12 @@ type Subscriber struct {
 	// waiting for it without spending attempts; Resume releases them.
 	parked []*delivery
 
-	replayUntil      atomic.Pointer[string] // entries up to this id are replays
-	retentionBlocked bool                   // only refresh touches it
-	status           atomic.Pointer[Status]
+	g                *group.Group
+	retentionBlocked bool // only refresh touches it
 }
 
 // Status is what /v1/status reports of a subscription's group.
-type Status struct {
-	LastDelivered string
-	Pending       int64
-	Lag           int64
-}
+type Status = group.Status
 
 // New returns a subscriber; Run starts it.
 func New(o Options, d Deps) *Subscriber {
@@ -154,9 +148,7 @@ func New(o Options, d Deps) *Subscriber {
 		log:     d.Log.With("topic", o.Topic),
 		rdb:     d.Redis,
 		m:       d.Metrics,
-		stream:  stream.Key(o.Topic),
-		redrive: stream.RedriveKey(o.Topic, o.AppID),
-		dlq:     stream.DeadLetterKey(o.Topic, o.AppID),
+		g:       group.New(d.Redis, o.Topic, o.AppID),
 		url:     strings.TrimRight(o.AppURL, "/") + o.Route,
 		window:  max(minWindow, 16*o.Concurrency),
 		freed:   make(chan struct{}, 1),
@@ -168,7 +160,7 @@ func New(o Options, d Deps) *Subscriber {
 	s.settling = make(chan settleReq, s.window)
 	s.settleSlots = make(chan struct{}, max(1, o.Concurrency))
 	s.acking = make(chan []settleReq, 4)
-	s.sched = newScheduler()
+	s.sched = waitq.New[waiting]()
 	s.format = o.Format
 	if s.format == nil {
 		s.format = plainFormat{url: s.url}
@@ -176,7 +168,7 @@ func New(o Options, d Deps) *Subscriber {
 	if o.Rate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(o.Rate), max(1, o.Burst))
 	}
-	s.status.Store(&Status{})
+	s.stream, s.redrive = s.g.StreamKey, s.g.RedriveKey
 	return s
 }
 
@@ -203,7 +195,7 @@ func (s *Subscriber) Resume() {
 func (s *Subscriber) appHealthy() bool { return s.deps.App == nil || s.deps.App.Healthy() }
 
 // Status returns the group's figures as last refreshed.
-func (s *Subscriber) Status() Status { return *s.status.Load() }
+func (s *Subscriber) Status() Status { return s.g.Status() }
 
 // Run reads and delivers until ctx ends, then lets in-flight deliveries
 // finish until hard ends; what is not acked stays pending in Redis. Every
@@ -229,7 +221,7 @@ func (s *Subscriber) Run(ctx, hard context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		s.sched.run(ctx, s.retryDue)
+		_ = s.sched.Run(ctx, s.retryDue)
 	}()
 	go func() {
 		defer wg.Done()
@@ -301,19 +293,12 @@ func (s *Subscriber) refresh(ctx context.Context) {
 }
 
 // RefreshStatus reads the group's pending count, lag and last delivered id
-// (XINFO GROUPS) into the status and the lag gauge.
+// into the status and the lag gauge.
 func (s *Subscriber) RefreshStatus(ctx context.Context) error {
-	groups, err := s.rdb.XInfoGroups(ctx, s.stream).Result()
+	st, err := s.g.Refresh(ctx)
 	if err != nil {
 		return err
 	}
-	for _, g := range groups {
-		if g.Name != s.opts.AppID {
-			continue
-		}
-		lag := max(g.Lag, 0) + g.Pending
-		s.status.Store(&Status{LastDelivered: g.LastDeliveredID, Pending: g.Pending, Lag: lag})
-		s.m.ConsumerLag.WithLabelValues(s.opts.Topic).Set(float64(lag))
-	}
+	s.m.ConsumerLag.WithLabelValues(s.opts.Topic).Set(float64(st.Lag))
 	return nil
 }

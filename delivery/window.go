@@ -1,9 +1,7 @@
 package delivery
 
 import (
-	"container/heap"
 	"context"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -89,14 +87,14 @@ func (s *Subscriber) finish(d *delivery) {
 // later makes d ready again after delay. countAttempt bumps the entry's
 // delivery count in Redis first (XCLAIM), so attempts survive a restart.
 func (s *Subscriber) later(d *delivery, delay time.Duration, countAttempt bool) {
-	s.sched.add(d, delay, countAttempt)
+	s.sched.Add(waiting{d: d, countAttempt: countAttempt}, delay)
 }
 
 // retryDue is the scheduler's callback for deliveries whose wait is over:
 // it counts their attempts in Redis (one XCLAIM per stream) and makes them
 // ready. A failed count waits again, without an attempt.
-func (s *Subscriber) retryDue(ctx context.Context, due []*waiting) {
-	byStream := map[string][]*waiting{}
+func (s *Subscriber) retryDue(ctx context.Context, due []waiting) {
+	byStream := map[string][]waiting{}
 	for _, w := range due {
 		if !w.countAttempt {
 			s.ready <- w.d
@@ -143,79 +141,8 @@ func (s *Subscriber) unhold(id string) {
 	s.mu.Unlock()
 }
 
-// waiting is a delivery waiting for its time.
+// waiting is a delivery waiting for its time in the retry queue.
 type waiting struct {
-	at           time.Time
 	d            *delivery
 	countAttempt bool
-}
-
-// scheduler holds the deliveries waiting for a retry in one goroutine (run)
-// instead of a timer each, so that a stop ends every wait at once and no
-// retry does I/O after shutdown began.
-type scheduler struct {
-	mu   sync.Mutex
-	q    waitQueue
-	wake chan struct{}
-	now  func() time.Time
-}
-
-func newScheduler() *scheduler {
-	return &scheduler{wake: make(chan struct{}, 1), now: time.Now}
-}
-
-func (sc *scheduler) add(d *delivery, delay time.Duration, countAttempt bool) {
-	sc.mu.Lock()
-	heap.Push(&sc.q, &waiting{at: sc.now().Add(delay), d: d, countAttempt: countAttempt})
-	sc.mu.Unlock()
-	select {
-	case sc.wake <- struct{}{}:
-	default:
-	}
-}
-
-// run hands due deliveries to fire until ctx ends; what still waits then
-// stays pending in Redis (redelivered after a restart or by a claim).
-func (sc *scheduler) run(ctx context.Context, fire func(context.Context, []*waiting)) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		sc.mu.Lock()
-		var due []*waiting
-		now := sc.now()
-		for sc.q.Len() > 0 && !sc.q[0].at.After(now) {
-			due = append(due, heap.Pop(&sc.q).(*waiting))
-		}
-		next := time.Hour
-		if sc.q.Len() > 0 {
-			next = sc.q[0].at.Sub(now)
-		}
-		sc.mu.Unlock()
-		if len(due) > 0 {
-			fire(ctx, due)
-			continue
-		}
-		t.Reset(next)
-		select {
-		case <-ctx.Done():
-			return
-		case <-sc.wake: // something new may be due sooner; Reset (Go ≥ 1.23) drops the old deadline
-		case <-t.C:
-		}
-	}
-}
-
-// waitQueue is a min-heap by time.
-type waitQueue []*waiting
-
-func (q waitQueue) Len() int           { return len(q) }
-func (q waitQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q waitQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *waitQueue) Push(x any)        { *q = append(*q, x.(*waiting)) }
-func (q *waitQueue) Pop() any {
-	old := *q
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return w
 }

@@ -1,65 +1,10 @@
 package delivery
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/ferry-sidecar/ferry/stream"
 )
-
-// The scheduler hands deliveries over in time order, each once, not before
-// its time, and a stop ends every wait at once.
-func TestSchedulerFiresInTimeOrder(t *testing.T) {
-	sc := newScheduler()
-	mk := func(id string) *delivery { return &delivery{msg: &stream.Message{ID: id}} }
-	start := time.Now()
-	sc.add(mk("c"), 60*time.Millisecond, true)
-	sc.add(mk("a"), 0, false)
-	sc.add(mk("b"), 30*time.Millisecond, false)
-
-	got := make(chan *waiting, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc.run(ctx, func(_ context.Context, due []*waiting) {
-			for _, w := range due {
-				got <- w
-			}
-		})
-	}()
-	want := []struct {
-		id    string
-		after time.Duration
-		count bool
-	}{{"a", 0, false}, {"b", 30 * time.Millisecond, false}, {"c", 60 * time.Millisecond, true}}
-	for _, w := range want {
-		select {
-		case g := <-got:
-			if g.d.msg.ID != w.id || g.countAttempt != w.count {
-				t.Fatalf("fired %s (count %v), want %s (count %v)", g.d.msg.ID, g.countAttempt, w.id, w.count)
-			}
-			if el := time.Since(start); el < w.after {
-				t.Fatalf("%s fired after %s, before its %s", w.id, el, w.after)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s never fired", w.id)
-		}
-	}
-	sc.add(mk("late"), time.Hour, false)
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not return when its context ended")
-	}
-	select {
-	case g := <-got:
-		t.Fatalf("%s fired after the stop", g.d.msg.ID)
-	default:
-	}
-}
 
 // Ordering keys: the second message of a key waits for the first to
 // finish; other keys and keyless messages are ready at once.

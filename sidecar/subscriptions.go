@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-sidecar/ferry/config"
 	"github.com/ferry-sidecar/ferry/delivery"
+	"github.com/ferry-sidecar/ferry/delivery/daprformat"
 	"github.com/ferry-sidecar/ferry/internal/daprsub"
 	"github.com/ferry-sidecar/ferry/stream"
 )
@@ -48,7 +49,7 @@ func loadSubscriptions(ctx context.Context, cfg config.Config, log *slog.Logger)
 	for i := range found {
 		f := &found[i]
 		subs = append(subs, subscription{topic: f.Topic, route: f.Rules[len(f.Rules)-1].Path,
-			format: delivery.NewDaprFormat(f, cfg.AppURL), deadLetterTopic: f.DeadLetterTopic})
+			format: daprformat.New(f, cfg.AppURL), deadLetterTopic: f.DeadLetterTopic})
 		log.Info("dapr subscription", "topic", f.Topic, "routes", len(f.Rules),
 			"dead_letter_topic", f.DeadLetterTopic, "raw_payload", f.RawPayload)
 	}
