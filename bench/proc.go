@@ -22,11 +22,13 @@ import (
 // env is what a run owns: the temp directory, the redis-server, the ferry
 // binary, and every process started, to stop at the end.
 type env struct {
-	o         options
-	dir       string
-	ferryBin  string
-	redisAddr string
-	redis     *process
+	o        options
+	dir      string
+	ferryBin string
+	// ceilingBin is ./bench/ceilingc, built like ferry.
+	ceilingBin string
+	redisAddr  string
+	redis      *process
 
 	mu    sync.Mutex
 	procs []*process
@@ -51,6 +53,10 @@ func (e *env) setup(ctx context.Context) error {
 		if err := buildFerry(ctx, e.ferryBin, e.o.CPUProf != ""); err != nil {
 			return err
 		}
+	}
+	e.ceilingBin = filepath.Join(dir, "ceilingc")
+	if err := buildCeilingC(ctx, e.ceilingBin); err != nil {
+		return err
 	}
 	if e.o.CPUProf != "" {
 		if err := os.MkdirAll(e.o.CPUProf, 0o755); err != nil {
