@@ -206,6 +206,33 @@ func pipelines(ctx context.Context, e *env, res *results) error {
 		return err
 	}
 	defer ps.stop()
+	if e.o.Only == "" {
+		if err := throughput(ctx, e, ps, res); err != nil {
+			return err
+		}
+	}
+	for _, rate := range e.o.Rates {
+		for _, p := range []*pair{ps.c, ps.ferry} {
+			l, err := steady(ctx, e, ps, p, rate)
+			if err != nil {
+				return err
+			}
+			e.logf("%s at %s/s: end to end p50 %s p99 %s", p.name, group(rate), ms(l.E2E[0]), ms(l.E2E[1]))
+			res.Latency = append(res.Latency, l)
+		}
+	}
+	if e.o.KeepUp > 0 {
+		k, err := keepUp(ctx, e, ps, ps.ferry)
+		if err != nil {
+			return fmt.Errorf("keep-up: %w", err)
+		}
+		res.KeepUp = &k
+	}
+	return nil
+}
+
+// throughput is end-to-end throughput, ceiling C's then ferry's.
+func throughput(ctx context.Context, e *env, ps *pairs, res *results) error {
 	c, err := endToEnd(ctx, e, ps, ps.c)
 	if err != nil {
 		return fmt.Errorf("ceiling C: %w", err)
@@ -228,22 +255,5 @@ func pipelines(ctx context.Context, e *env, res *results) error {
 	res.Procs = append(res.Procs, c.Proc...)
 	res.Procs = append(res.Procs, f.Proc...)
 	e.logf("ferry end to end: %s events/s", group(f.Row.Rate))
-	for _, rate := range e.o.Rates {
-		for _, p := range []*pair{ps.c, ps.ferry} {
-			l, err := steady(ctx, e, ps, p, rate)
-			if err != nil {
-				return err
-			}
-			e.logf("%s at %s/s: end to end p50 %s p99 %s", p.name, group(rate), ms(l.E2E[0]), ms(l.E2E[1]))
-			res.Latency = append(res.Latency, l)
-		}
-	}
-	if e.o.KeepUp > 0 {
-		k, err := keepUp(ctx, e, ps, ps.ferry)
-		if err != nil {
-			return fmt.Errorf("keep-up: %w", err)
-		}
-		res.KeepUp = &k
-	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -94,6 +95,13 @@ func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (late
 	if err != nil {
 		return latencyRow{}, err
 	}
+	// With -cpuprofile, ferry's sidecars are traced (go tool trace) over the middle of the load.
+	d := min(5*time.Second, e.o.LatencyDuration/2)
+	tag := fmt.Sprintf("steady-%.0f", rate)
+	tPub := e.pprof(ctx, p.ferryPub, "trace", tag+"-publisher.trace", d)
+	tSub := e.pprof(ctx, p.ferrySub, "trace", tag+"-subscriber.trace", d)
+	cPub := e.pprof(ctx, p.ferryPub, "profile", tag+"-publisher.pprof", d)
+	cSub := e.pprof(ctx, p.ferrySub, "profile", tag+"-subscriber.pprof", d)
 	client := newClient(e.o.Clients)
 	defer client.CloseIdleConnections()
 	res, err := pacedLoop(ctx, rate, n, e.o.Clients, func(ctx context.Context, seq int64) error {
@@ -110,6 +118,9 @@ func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (late
 	}
 	after, err := p.mark()
 	if err != nil {
+		return latencyRow{}, err
+	}
+	if err := errors.Join(tPub.wait(), tSub.wait(), cPub.wait(), cSub.wait()); err != nil {
 		return latencyRow{}, err
 	}
 	stopObs()

@@ -47,10 +47,12 @@ type options struct {
 	LatencyDuration time.Duration
 	Rates           []float64
 	KeepUp          time.Duration // full-rate publishing with delivery running; 0 ⇒ skipped
-	Ferry           string        // a ferry binary to use instead of building one
-	CPUProf         string        // directory for CPU profiles of the sidecars; empty ⇒ none
-	Verbose         io.Writer     // progress lines; nil ⇒ none
-	KeepFiles       bool          // keep the temp directory (logs, outboxes)
+	// Only runs just the steady loads and the keep-up (for profiling them): "pipelines".
+	Only      string
+	Ferry     string    // a ferry binary to use instead of building one
+	CPUProf   string    // directory for CPU profiles of the sidecars; empty ⇒ none
+	Verbose   io.Writer // progress lines; nil ⇒ none
+	KeepFiles bool      // keep the temp directory (logs, outboxes)
 }
 
 func defaultOptions() options {
@@ -96,6 +98,7 @@ func main() {
 	flag.DurationVar(&o.LatencyDuration, "latency-duration", o.LatencyDuration, "length of each steady paced load")
 	rates := flag.String("rates", "2000,8000", "steady paced loads, events/s, comma-separated; empty ⇒ none")
 	flag.DurationVar(&o.KeepUp, "keepup", o.KeepUp, "full-rate publishing with delivery running; 0 ⇒ skipped")
+	flag.StringVar(&o.Only, "only", "", `"pipelines": skip the ceilings, the publish phases and end-to-end throughput (a partial table, for profiling)`)
 	flag.StringVar(&o.Ferry, "ferry", "", "use this ferry binary instead of building ./cmd/ferry")
 	flag.StringVar(&o.CPUProf, "cpuprofile", "", "write CPU profiles of the sidecars to this directory (builds ferry with -tags ferrypprof)")
 	flag.BoolVar(&o.KeepFiles, "keep", false, "keep the temporary directory (logs, outboxes)")
@@ -170,6 +173,9 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"ferry publish", ferryPublish},
 		{"end to end, steady loads, keep-up", pipelines},
 	}
+	if o.Only == "pipelines" {
+		steps = steps[len(steps)-1:]
+	}
 	for _, s := range steps {
 		e.logf("%s ...", s.name)
 		start := time.Now()
@@ -197,6 +203,8 @@ func (o options) validate() error {
 		return errors.New("validate options: -duration and -timeout must be above 0, -warmup not negative")
 	case o.Window < 1:
 		return errors.New("validate options: -window must be at least 1")
+	case o.Only != "" && o.Only != "pipelines":
+		return errors.New(`validate options: -only takes "pipelines" or nothing`)
 	case len(o.Rates) > 0 && o.LatencyDuration <= 0, o.KeepUp < 0:
 		return errors.New("validate options: -latency-duration must be above 0, -keepup not negative")
 	}

@@ -336,13 +336,19 @@ func (p *profiler) wait() error {
 
 // profile starts a CPU profile of d; nil when profiles are off.
 func (e *env) profile(ctx context.Context, sc *sidecar, name string, d time.Duration) *profiler {
-	if sc.pprof == "" {
+	return e.pprof(ctx, sc, "profile", name+".pprof", d)
+}
+
+// pprof fetches /debug/pprof/<kind> (profile, trace) of d into file; nil
+// when profiles are off.
+func (e *env) pprof(ctx context.Context, sc *sidecar, kind, file string, d time.Duration) *profiler {
+	if sc == nil || sc.pprof == "" {
 		return nil
 	}
 	p := &profiler{done: make(chan error, 1)}
 	go func() {
 		secs := max(1, int(d.Round(time.Second)/time.Second))
-		url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", sc.pprof, secs)
+		url := fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", sc.pprof, kind, secs)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			p.done <- err
@@ -350,16 +356,16 @@ func (e *env) profile(ctx context.Context, sc *sidecar, name string, d time.Dura
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			p.done <- fmt.Errorf("profile %s: %w", name, err)
+			p.done <- fmt.Errorf("%s %s: %w", kind, file, err)
 			return
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
 		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("profile %s: status %d", name, resp.StatusCode)
+			err = fmt.Errorf("%s %s: status %d", kind, file, resp.StatusCode)
 		}
 		if err == nil {
-			path := filepath.Join(e.o.CPUProf, name+".pprof")
+			path := filepath.Join(e.o.CPUProf, file)
 			err = os.WriteFile(path, b, 0o644)
 			e.logf("wrote %s", path)
 		}
