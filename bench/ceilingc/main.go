@@ -7,8 +7,9 @@
 //
 // pub answers every POST with 202 at once and hands the body to one
 // goroutine that XADDs whatever has queued (up to 512) in one pipeline.
-// sub XREADGROUPs batches, POSTs each body to the sink with N workers, and
-// XACKs a batch once all of its bodies are posted. No disk, no dedupe, no
+// sub XREADGROUPs batches (at most -window entries read and not yet
+// posted), POSTs each body to the sink with N workers, and XACKs a batch
+// once all of its bodies are posted. No disk, no dedupe, no
 // retries: a failed POST is counted and acked anyway. Both answer GET
 // /healthz with 200 on -listen once they run.
 package main
@@ -167,9 +168,9 @@ func (s *subscriber) run(ctx context.Context) error {
 	}}
 	var wg sync.WaitGroup
 	for range s.conc {
-		wg.Go(func() { s.work(client, jobs, acks) })
+		wg.Go(func() { s.work(client, jobs, acks, slots) })
 	}
-	go s.ack(ctx, acks, slots)
+	go s.ack(ctx, acks)
 	defer func() { close(jobs); wg.Wait() }()
 	for ctx.Err() == nil {
 		slots <- struct{}{} // at least one free slot before reading
@@ -211,7 +212,9 @@ func (s *subscriber) run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (s *subscriber) work(client *http.Client, jobs <-chan job, acks chan<- *batch) {
+// work POSTs bodies; each frees its window slot once posted, so that one
+// slow POST does not hold back the next read (the XACK follows per batch).
+func (s *subscriber) work(client *http.Client, jobs <-chan job, acks chan<- *batch, slots <-chan struct{}) {
 	for j := range jobs {
 		resp, err := client.Post(s.sink, "application/octet-stream", strings.NewReader(j.body))
 		if err == nil {
@@ -221,20 +224,18 @@ func (s *subscriber) work(client *http.Client, jobs <-chan job, acks chan<- *bat
 		if err != nil || resp.StatusCode/100 != 2 {
 			s.failed.Add(1)
 		}
+		<-slots
 		if j.b.left.Add(-1) == 0 {
 			acks <- j.b
 		}
 	}
 }
 
-// ack XACKs each finished batch and frees its slots.
-func (s *subscriber) ack(ctx context.Context, acks <-chan *batch, slots <-chan struct{}) {
+// ack XACKs each batch once all of its bodies are posted.
+func (s *subscriber) ack(ctx context.Context, acks <-chan *batch) {
 	for b := range acks {
 		if err := s.rdb.XAck(ctx, s.key, s.group, b.ids...).Err(); err != nil && ctx.Err() == nil {
 			fmt.Fprintln(os.Stderr, "ceilingc: xack:", err)
-		}
-		for range b.ids {
-			<-slots
 		}
 	}
 }
