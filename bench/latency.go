@@ -21,6 +21,9 @@ type latencyRow struct {
 	Dups     int
 	Procs    []procRow
 	Observed int // events the observer saw in Redis
+	// ServerPublish is ferry's ferry_publish_duration_seconds over the load
+	// (request in → answer, the fsync included): interpolated p50 and mean.
+	ServerPublish [2]time.Duration
 }
 
 // stage is the median of one part of an event's way.
@@ -95,6 +98,10 @@ func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (late
 	if err != nil {
 		return latencyRow{}, err
 	}
+	histBefore, err := p.publishHist(ctx)
+	if err != nil {
+		return latencyRow{}, err
+	}
 	// With -cpuprofile, ferry's sidecars are traced (go tool trace) over the middle of the load.
 	d := min(5*time.Second, e.o.LatencyDuration/2)
 	tag := fmt.Sprintf("steady-%.0f", rate)
@@ -123,6 +130,11 @@ func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (late
 	if err := errors.Join(tPub.wait(), tSub.wait(), cPub.wait(), cSub.wait()); err != nil {
 		return latencyRow{}, err
 	}
+	histAfter, err := p.publishHist(ctx)
+	if err != nil {
+		return latencyRow{}, err
+	}
+	server := histAfter.since(histBefore)
 	stopObs()
 	<-obs.done
 	if obs.err != nil {
@@ -144,6 +156,20 @@ func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (late
 		Dups:    int(sk.dups.Load()),
 		Procs:   p.procRows(before, after, int(n), fmt.Sprintf("at %s/s", group(rate))),
 
-		Observed: observed,
+		Observed:      observed,
+		ServerPublish: [2]time.Duration{server.quantile(0.5), server.mean()},
 	}, nil
+}
+
+// publishHist is the publishing sidecar's ferry_publish_duration_seconds;
+// empty for ceiling C.
+func (p *pair) publishHist(ctx context.Context) (histogram, error) {
+	if p.ferryPub == nil {
+		return histogram{}, nil
+	}
+	m, err := scrape(ctx, p.ferryPub.admin)
+	if err != nil {
+		return histogram{}, err
+	}
+	return m.hist("ferry_publish_duration_seconds"), nil
 }

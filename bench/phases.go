@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -383,4 +385,77 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// histogram is one Prometheus histogram's cumulative buckets, sum and count.
+type histogram struct {
+	le    []float64 // upper bounds, ascending, +Inf last
+	cum   []float64
+	sum   float64
+	count float64
+}
+
+// hist reads histogram name (no labels besides le) from m.
+func (m metrics) hist(name string) histogram {
+	var h histogram
+	for _, line := range m {
+		rest, ok := strings.CutPrefix(line, name+`_bucket{le="`)
+		if !ok {
+			continue
+		}
+		bound, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		le, err1 := strconv.ParseFloat(bound, 64)
+		v, err2 := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err1 == nil && err2 == nil {
+			h.le, h.cum = append(h.le, le), append(h.cum, v)
+		}
+	}
+	h.sum, h.count = m.sum(name+"_sum", ""), m.sum(name+"_count", "")
+	return h
+}
+
+// since is what h observed after earlier (same buckets).
+func (h histogram) since(earlier histogram) histogram {
+	d := histogram{le: h.le, cum: slices.Clone(h.cum), sum: h.sum - earlier.sum, count: h.count - earlier.count}
+	for i := range d.cum {
+		if i < len(earlier.cum) {
+			d.cum[i] -= earlier.cum[i]
+		}
+	}
+	return d
+}
+
+// quantile interpolates the q-quantile linearly within its bucket, as
+// Prometheus's histogram_quantile does; 0 when h is empty.
+func (h histogram) quantile(q float64) time.Duration {
+	if h.count <= 0 || len(h.cum) == 0 {
+		return 0
+	}
+	rank := q * h.count
+	lower, below := 0.0, 0.0
+	for i, c := range h.cum {
+		if c >= rank {
+			if math.IsInf(h.le[i], 1) {
+				return time.Duration(lower * float64(time.Second))
+			}
+			frac := 0.0
+			if c > below {
+				frac = (rank - below) / (c - below)
+			}
+			return time.Duration((lower + frac*(h.le[i]-lower)) * float64(time.Second))
+		}
+		lower, below = h.le[i], c
+	}
+	return time.Duration(lower * float64(time.Second))
+}
+
+// mean is sum / count.
+func (h histogram) mean() time.Duration {
+	if h.count <= 0 {
+		return 0
+	}
+	return time.Duration(h.sum / h.count * float64(time.Second))
 }

@@ -247,3 +247,38 @@ func TestTableLayout(t *testing.T) {
 		t.Errorf("bulk at 120,000/s against 24,000/s single is not 5.0×:\n%s", b.String())
 	}
 }
+
+func TestHistogramQuantile(t *testing.T) {
+	before := metrics{
+		`ferry_publish_duration_seconds_bucket{le="0.001"} 10`,
+		`ferry_publish_duration_seconds_bucket{le="0.002"} 10`,
+		`ferry_publish_duration_seconds_bucket{le="+Inf"} 10`,
+		`ferry_publish_duration_seconds_sum 0.005`,
+		`ferry_publish_duration_seconds_count 10`,
+	}
+	after := metrics{
+		`ferry_publish_duration_seconds_bucket{le="0.001"} 60`,
+		`ferry_publish_duration_seconds_bucket{le="0.002"} 110`,
+		`ferry_publish_duration_seconds_bucket{le="+Inf"} 110`,
+		`ferry_publish_duration_seconds_sum 0.155`,
+		`ferry_publish_duration_seconds_count 110`,
+		`ferry_publish_requests_total{topic="t",code="202"} 110`,
+	}
+	h := after.hist("ferry_publish_duration_seconds").since(before.hist("ferry_publish_duration_seconds"))
+	if h.count != 100 || len(h.cum) != 3 || h.cum[0] != 50 || h.cum[1] != 100 {
+		t.Fatalf("difference %+v", h)
+	}
+	// 50 of 100 in (0, 1ms], 50 in (1ms, 2ms]: the median is the top of the first bucket.
+	if got := h.quantile(0.5); got != time.Millisecond {
+		t.Errorf("p50 = %s, want 1ms", got)
+	}
+	if got := h.quantile(0.75); got != 1500*time.Microsecond {
+		t.Errorf("p75 = %s, want 1.5ms (half-way through the second bucket)", got)
+	}
+	if got := h.mean(); got != 1500*time.Microsecond {
+		t.Errorf("mean = %s, want 1.5ms", got)
+	}
+	if got := (histogram{}).quantile(0.5); got != 0 {
+		t.Errorf("empty p50 = %s", got)
+	}
+}

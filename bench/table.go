@@ -151,6 +151,12 @@ func (r *results) writeLatency(w io.Writer) {
 	writeMarkdown(w, rows)
 	fmt.Fprintln(w)
 	writeMarkdown(w, stageRows(r.Latency))
+	for _, l := range r.Latency {
+		if l.ServerPublish[1] > 0 {
+			fmt.Fprintf(w, "%s at %s/s, inside the publishing sidecar (ferry_publish_duration_seconds: request read → 202 written, fsync included): p50 ≈ %s, mean %s\n",
+				l.System, group(l.Rate), ms(l.ServerPublish[0]), ms(l.ServerPublish[1]))
+		}
+	}
 }
 
 // stageRows is the breakdown table: one row per stage, one column per
