@@ -13,12 +13,6 @@ import (
 // bulkEntries is how many events one bulk publish carries.
 const bulkEntries = 100
 
-// bulk holds the bulk publish figures once the phase ran (nil before).
-var bulk *rateRow
-
-// rowBulk is the table label of the bulk publish phase.
-const rowBulk = "ferry bulk publish (Dapr bulk, 100 per request)"
-
 // ferryBulkPublish: the real binary loaded with Dapr bulk publishes of
 // bulkEntries events of BodySize bytes (one request, one fsync for all of
 // them) by a quarter of the clients (each request is 100 times larger);
@@ -50,7 +44,7 @@ func ferryBulkPublish(ctx context.Context, e *env, res *results) error {
 	if err := prof.wait(); err != nil {
 		return err
 	}
-	bulk = &rateRow{Rate: float64(n*bulkEntries) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n * bulkEntries}
+	res.Bulk = rateRow{Rate: float64(n*bulkEntries) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n * bulkEntries}
 	// CPU per event, warm-up included as for the single publishes: the
 	// figure a loaded machine does not distort.
 	m, err := scrape(ctx, sc.admin)
@@ -58,7 +52,7 @@ func ferryBulkPublish(ctx context.Context, e *env, res *results) error {
 		return err
 	}
 	accepted := m.sum("ferry_publish_requests_total", `code="204"`) * bulkEntries
-	res.Procs = append(res.Procs, procRow{Name: "bulk publish: sidecar", Stat: ps, Events: int(accepted)})
+	res.Procs = append(res.Procs, procRow{Name: "ferry bulk publish: sidecar", PeakRSS: ps.PeakRSS, CPU: ps.CPU, Events: int(accepted)})
 	return nil
 }
 
@@ -75,17 +69,4 @@ func bulkBody(size int) ([]byte, error) {
 		entries[i] = entry{EntryID: strconv.Itoa(i), Event: data, ContentType: "text/plain"}
 	}
 	return json.Marshal(entries)
-}
-
-// bulkRows is the table row of the bulk phase, with its ratio to single
-// publishes; none when the phase did not run.
-func (r *results) bulkRows() [][]string {
-	if bulk == nil {
-		return nil
-	}
-	ratio := ""
-	if r.Publish.Rate > 0 {
-		ratio = strconv.FormatFloat(bulk.Rate/r.Publish.Rate, 'f', 1, 64) + "× single publish"
-	}
-	return [][]string{{rowBulk, group(bulk.Rate) + " events/s", ms(bulk.P50), ms(bulk.P99), ratio, "", "", ""}}
 }

@@ -7,14 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -203,6 +204,36 @@ func ceilingB(ctx context.Context, e *env, res *results) error {
 	return nil
 }
 
+// ceilingCPublish: ceiling C's publishing process alone (202 at once, then
+// pipelined XADDs), loaded like ferry's publish API.
+func ceilingCPublish(ctx context.Context, e *env, res *results) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := e.start("ceilingc-publish", e.ceilingBin, []string{"-mode", "pub", "-listen", addr, "-redis", e.redisAddr, "-stream", "bench:ceiling-c-publish"}, nil)
+	if err != nil {
+		return err
+	}
+	defer p.stop(10 * time.Second)
+	if err := waitHealthy(ctx, p, "http://"+addr); err != nil {
+		return err
+	}
+	client := newClient(e.o.Clients)
+	defer client.CloseIdleConnections()
+	url := "http://" + addr + "/v1/publish/bench"
+	body := bytes.Repeat([]byte("x"), e.o.BodySize)
+	n, lat, took, err := closedLoop(ctx, e.o.Clients, e.o.Warmup, e.o.Duration, func(ctx context.Context) error {
+		return post(ctx, client, url, body, http.StatusAccepted)
+	})
+	if err != nil {
+		return fmt.Errorf("%w\n%s", err, p.logTail())
+	}
+	res.CPublish = rateRow{Rate: float64(n) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n}
+	return nil
+}
+
 // ferryPublish: the real binary with its outbox on local disk and Redis up
 // (the relay runs), loaded by 64 keep-alive clients.
 func ferryPublish(ctx context.Context, e *env, res *results) error {
@@ -245,183 +276,8 @@ func ferryPublish(ctx context.Context, e *env, res *results) error {
 	}
 	res.Publish = rateRow{Rate: float64(n) / took.Seconds(), P50: percentile(lat, 0.50), P99: percentile(lat, 0.99), N: n}
 	res.PerFsync = accepted / syncs
-	res.Procs = append(res.Procs, procRow{Name: "publish: sidecar", Stat: ps, Events: int(accepted)})
+	res.Procs = append(res.Procs, procRow{Name: "ferry publish: sidecar", PeakRSS: ps.PeakRSS, CPU: ps.CPU, Events: int(accepted)})
 	return nil
-}
-
-// Body layout of an end-to-end event: the send time (nanoseconds since the
-// run's epoch, monotonic) and the sequence number, then padding.
-const bodyHeaderLen = 32 // "%020d %010d " = 20 + 1 + 10 + 1
-
-// ferryEndToEnd: a publisher sidecar, a subscriber sidecar and a sink app in
-// this process; Events events, at most Window of them published and not yet
-// delivered.
-func ferryEndToEnd(ctx context.Context, e *env, res *results) error {
-	const topic = "bench-e2e"
-	rdb := redis.NewClient(&redis.Options{Addr: e.redisAddr})
-	err := rdb.FlushAll(ctx).Err() // earlier phases' streams
-	rdb.Close()
-	if err != nil {
-		return fmt.Errorf("flush redis: %w", err)
-	}
-	n := e.o.Events
-	sk := newSink(n, e.o.Window)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv := &http.Server{Handler: sk, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-
-	sub, err := e.startFerry(ctx, "bench-sub", map[string]string{
-		"FERRY_APP_URL":       "http://" + ln.Addr().String(),
-		"FERRY_SUBSCRIPTIONS": topic + "=/sink",
-	})
-	if err != nil {
-		return err
-	}
-	defer sub.stop(10 * time.Second)
-	pub, err := e.startFerry(ctx, "bench-e2e-pub", nil)
-	if err != nil {
-		return err
-	}
-	defer pub.stop(10 * time.Second)
-	profDur := min(e.o.Warmup+e.o.Duration, time.Duration(n)*50*time.Microsecond) // about the first half of a run at 10k/s
-	profPub := e.profile(ctx, pub, "e2e-publisher", profDur)
-	profSub := e.profile(ctx, sub, "e2e-subscriber", profDur)
-
-	client := newClient(e.o.Clients)
-	defer client.CloseIdleConnections()
-	url := pub.pub + "/v1/publish/" + topic
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next atomic.Int64
-	var first atomic.Int64 // ns since epoch of the first send, +1 (0 ⇒ none yet)
-	var wg sync.WaitGroup
-	for range e.o.Clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				seq := next.Add(1) - 1
-				if seq >= int64(n) {
-					return
-				}
-				select {
-				case sk.slots <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-				sent := sk.since()
-				first.CompareAndSwap(0, int64(sent)+1)
-				body := make([]byte, e.o.BodySize)
-				copy(body, fmt.Appendf(nil, "%020d %010d ", int64(sent), seq))
-				for i := bodyHeaderLen; i < len(body); i++ {
-					body[i] = 'x'
-				}
-				if err := post(ctx, client, url, body, http.StatusAccepted); err != nil {
-					cancel(fmt.Errorf("publish event %d: %w", seq, err))
-					return
-				}
-			}
-		}()
-	}
-	deadline := max(time.Minute, time.Duration(n)*time.Millisecond) // 1,000 events/s at least
-	timer := time.NewTimer(deadline)
-	defer timer.Stop()
-	select {
-	case <-sk.done:
-	case <-ctx.Done():
-	case <-timer.C:
-		cancel(fmt.Errorf("%d of %d events delivered within %s", sk.unique.Load(), n, deadline))
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return fmt.Errorf("%w\npublisher log:\n%s\nsubscriber log:\n%s", err, pub.logTail(), sub.logTail())
-	}
-	took := time.Duration(sk.last.Load() - (first.Load() - 1))
-	var stats []procStat
-	for _, sc := range []*sidecar{pub, sub} {
-		ps, err := readProcStat(sc.cmd.Process.Pid)
-		if err != nil {
-			return err
-		}
-		stats = append(stats, ps)
-	}
-	if err := errors.Join(profPub.wait(), profSub.wait()); err != nil {
-		return err
-	}
-	res.E2E = rateRow{Rate: float64(n) / took.Seconds(), P50: percentile(sk.lat, 0.50), P99: percentile(sk.lat, 0.99), N: n}
-	res.Duplicates = int(sk.dups.Load())
-	res.Procs = append(res.Procs,
-		procRow{Name: "end to end: publisher sidecar", Stat: stats[0], Events: n},
-		procRow{Name: "end to end: subscriber sidecar", Stat: stats[1], Events: n})
-	return nil
-}
-
-// sink is the subscribing app: it records each event's publish→delivery
-// latency once and counts duplicates.
-type sink struct {
-	epoch  time.Time
-	seen   []atomic.Bool
-	lat    []time.Duration
-	unique atomic.Int64
-	dups   atomic.Int64
-	last   atomic.Int64 // ns since epoch of the last first delivery
-	slots  chan struct{}
-	done   chan struct{}
-	pool   sync.Pool
-}
-
-func newSink(n, window int) *sink {
-	return &sink{
-		epoch: time.Now(),
-		seen:  make([]atomic.Bool, n),
-		lat:   make([]time.Duration, n),
-		slots: make(chan struct{}, window),
-		done:  make(chan struct{}),
-		pool:  sync.Pool{New: func() any { return new(bytes.Buffer) }},
-	}
-}
-
-func (s *sink) since() time.Duration { return time.Since(s.epoch) }
-
-func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	buf := s.pool.Get().(*bytes.Buffer)
-	defer s.pool.Put(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(r.Body); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable) // ferry retries
-		return
-	}
-	now := s.since()
-	b := buf.Bytes()
-	if len(b) < bodyHeaderLen {
-		http.Error(w, "short body", http.StatusBadRequest)
-		return
-	}
-	sent, err1 := strconv.ParseInt(string(b[:20]), 10, 64)
-	seq, err2 := strconv.ParseInt(string(b[21:31]), 10, 64)
-	if err1 != nil || err2 != nil || seq < 0 || seq >= int64(len(s.seen)) {
-		http.Error(w, "not a bench event", http.StatusBadRequest)
-		return
-	}
-	if !s.seen[seq].CompareAndSwap(false, true) {
-		s.dups.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	s.lat[seq] = now - time.Duration(sent)
-	s.last.Store(int64(now))
-	select {
-	case <-s.slots:
-	default:
-	}
-	if s.unique.Add(1) == int64(len(s.seen)) {
-		close(s.done)
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // metrics is a scraped /metrics page.
@@ -482,13 +338,19 @@ func (p *profiler) wait() error {
 
 // profile starts a CPU profile of d; nil when profiles are off.
 func (e *env) profile(ctx context.Context, sc *sidecar, name string, d time.Duration) *profiler {
-	if sc.pprof == "" {
+	return e.pprof(ctx, sc, "profile", name+".pprof", d)
+}
+
+// pprof fetches /debug/pprof/<kind> (profile, trace) of d into file; nil
+// when profiles are off.
+func (e *env) pprof(ctx context.Context, sc *sidecar, kind, file string, d time.Duration) *profiler {
+	if sc == nil || sc.pprof == "" {
 		return nil
 	}
 	p := &profiler{done: make(chan error, 1)}
 	go func() {
 		secs := max(1, int(d.Round(time.Second)/time.Second))
-		url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", sc.pprof, secs)
+		url := fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", sc.pprof, kind, secs)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			p.done <- err
@@ -496,16 +358,16 @@ func (e *env) profile(ctx context.Context, sc *sidecar, name string, d time.Dura
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			p.done <- fmt.Errorf("profile %s: %w", name, err)
+			p.done <- fmt.Errorf("%s %s: %w", kind, file, err)
 			return
 		}
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
 		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("profile %s: status %d", name, resp.StatusCode)
+			err = fmt.Errorf("%s %s: status %d", kind, file, resp.StatusCode)
 		}
 		if err == nil {
-			path := filepath.Join(e.o.CPUProf, name+".pprof")
+			path := filepath.Join(e.o.CPUProf, file)
 			err = os.WriteFile(path, b, 0o644)
 			e.logf("wrote %s", path)
 		}
@@ -523,4 +385,77 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// histogram is one Prometheus histogram's cumulative buckets, sum and count.
+type histogram struct {
+	le    []float64 // upper bounds, ascending, +Inf last
+	cum   []float64
+	sum   float64
+	count float64
+}
+
+// hist reads histogram name (no labels besides le) from m.
+func (m metrics) hist(name string) histogram {
+	var h histogram
+	for _, line := range m {
+		rest, ok := strings.CutPrefix(line, name+`_bucket{le="`)
+		if !ok {
+			continue
+		}
+		bound, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		le, err1 := strconv.ParseFloat(bound, 64)
+		v, err2 := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err1 == nil && err2 == nil {
+			h.le, h.cum = append(h.le, le), append(h.cum, v)
+		}
+	}
+	h.sum, h.count = m.sum(name+"_sum", ""), m.sum(name+"_count", "")
+	return h
+}
+
+// since is what h observed after earlier (same buckets).
+func (h histogram) since(earlier histogram) histogram {
+	d := histogram{le: h.le, cum: slices.Clone(h.cum), sum: h.sum - earlier.sum, count: h.count - earlier.count}
+	for i := range d.cum {
+		if i < len(earlier.cum) {
+			d.cum[i] -= earlier.cum[i]
+		}
+	}
+	return d
+}
+
+// quantile interpolates the q-quantile linearly within its bucket, as
+// Prometheus's histogram_quantile does; 0 when h is empty.
+func (h histogram) quantile(q float64) time.Duration {
+	if h.count <= 0 || len(h.cum) == 0 {
+		return 0
+	}
+	rank := q * h.count
+	lower, below := 0.0, 0.0
+	for i, c := range h.cum {
+		if c >= rank {
+			if math.IsInf(h.le[i], 1) {
+				return time.Duration(lower * float64(time.Second))
+			}
+			frac := 0.0
+			if c > below {
+				frac = (rank - below) / (c - below)
+			}
+			return time.Duration((lower + frac*(h.le[i]-lower)) * float64(time.Second))
+		}
+		lower, below = h.le[i], c
+	}
+	return time.Duration(lower * float64(time.Second))
+}
+
+// mean is sum / count.
+func (h histogram) mean() time.Duration {
+	if h.count <= 0 {
+		return 0
+	}
+	return time.Duration(h.sum / h.count * float64(time.Second))
 }

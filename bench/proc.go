@@ -22,11 +22,15 @@ import (
 // env is what a run owns: the temp directory, the redis-server, the ferry
 // binary, and every process started, to stop at the end.
 type env struct {
-	o         options
-	dir       string
-	ferryBin  string
-	redisAddr string
-	redis     *process
+	o        options
+	dir      string
+	ferryBin string
+	// outboxDir holds the sidecars' outboxes: dir, or one made in -outbox-dir.
+	outboxDir string
+	// ceilingBin is ./bench/ceilingc, built like ferry.
+	ceilingBin string
+	redisAddr  string
+	redis      *process
 
 	mu    sync.Mutex
 	procs []*process
@@ -45,12 +49,22 @@ func (e *env) setup(ctx context.Context) error {
 		return fmt.Errorf("make temp dir: %w", err)
 	}
 	e.dir = dir
+	e.outboxDir = dir
+	if e.o.OutboxDir != "" {
+		if e.outboxDir, err = os.MkdirTemp(e.o.OutboxDir, "ferry-bench-outbox-"); err != nil {
+			return fmt.Errorf("make outbox dir: %w", err)
+		}
+	}
 	if e.ferryBin = e.o.Ferry; e.ferryBin == "" {
 		e.ferryBin = filepath.Join(dir, "ferry")
 		e.logf("building ferry into %s", e.ferryBin)
 		if err := buildFerry(ctx, e.ferryBin, e.o.CPUProf != ""); err != nil {
 			return err
 		}
+	}
+	e.ceilingBin = filepath.Join(dir, "ceilingc")
+	if err := buildCeilingC(ctx, e.ceilingBin); err != nil {
+		return err
 	}
 	if e.o.CPUProf != "" {
 		if err := os.MkdirAll(e.o.CPUProf, 0o755); err != nil {
@@ -69,6 +83,9 @@ func (e *env) cleanup() {
 	e.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop(10 * time.Second)
+	}
+	if e.outboxDir != e.dir && !e.o.KeepFiles {
+		os.RemoveAll(e.outboxDir)
 	}
 	if e.dir != "" && !e.o.KeepFiles {
 		os.RemoveAll(e.dir)
@@ -259,7 +276,7 @@ func (e *env) startFerry(ctx context.Context, appID string, vars map[string]stri
 		"FERRY_REDIS_URL":        "redis://" + e.redisAddr + "/0",
 		"FERRY_LISTEN_ADDR":      fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"FERRY_ADMIN_ADDR":       fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"FERRY_OUTBOX_DIR":       filepath.Join(e.dir, appID, "outbox"),
+		"FERRY_OUTBOX_DIR":       filepath.Join(e.outboxDir, appID, "outbox"),
 		"FERRY_LOG_LEVEL":        "warn",
 		"FERRY_LOG_FORMAT":       "text",
 		"FERRY_SHUTDOWN_TIMEOUT": "5s",

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -705,4 +707,123 @@ func blockFirstSync(t *testing.T, fsys *faultFS) (entered <-chan struct{}, relea
 	}
 	release = func() { releaseOnce.Do(func() { close(out) }) }
 	return in, release
+}
+
+// Lone appenders write their own batch (appendInline) while bursts go
+// through the writer goroutine; a Close in the middle of both loses no
+// record whose Append returned nil, and every other Append says ErrClosed.
+func TestInlineAndQueuedAppendsRaceClose(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, Options{Dir: dir})
+	// A burst makes the last group commit large (the writer goroutine path),
+	// then lone appends make it small again (the inline path).
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				if err := l.Append(context.Background(), fmt.Appendf(nil, "burst-%d-%d", g, i)); err != nil {
+					t.Errorf("burst Append: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	appendAll(t, l, names("lone", 0, 5)...)
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				rec := fmt.Sprintf("race-%d-%d", g, i)
+				err := l.Append(context.Background(), []byte(rec))
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Append(%s) = %v, want nil or ErrClosed", rec, err)
+					return
+				}
+				mu.Lock()
+				acked[rec] = true
+				mu.Unlock()
+			}
+		})
+	}
+	waitFor(t, "appends racing", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 20
+	})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	l2 := openLog(t, Options{Dir: dir})
+	got, _ := readAll(t, l2, Position{}, 0)
+	have := map[string]bool{}
+	for _, r := range got {
+		have[r] = true
+	}
+	if len(got) < 8*20+5+len(acked) {
+		t.Errorf("%d records after reopen, want at least %d", len(got), 8*20+5+len(acked))
+	}
+	for rec := range acked {
+		if !have[rec] {
+			t.Errorf("%s was acknowledged and is gone after Close", rec)
+		}
+	}
+	for _, rec := range names("lone", 0, 5) {
+		if !have[rec] {
+			t.Errorf("%s is gone", rec)
+		}
+	}
+}
+
+// A Close while a lone appender is syncing its own batch waits for that
+// sync: the writer goroutine does not exit under it, and the record is
+// durable.
+func TestCloseWaitsForInlineAppend(t *testing.T) {
+	// Only the first segment sync blocks; any later one (Close's) passes.
+	fsys := &faultFS{}
+	in, out := make(chan struct{}), make(chan struct{})
+	var syncs atomic.Int32
+	fsys.sync = func(name string) error {
+		if filepath.Ext(name) == segmentExt && syncs.Add(1) == 1 {
+			close(in)
+			<-out
+		}
+		return nil
+	}
+	entered := (<-chan struct{})(in)
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(out) }) }
+	dir := t.TempDir()
+	l := openLog(t, Options{Dir: dir, fs: fsys})
+	t.Cleanup(release)
+	appended := make(chan error, 1)
+	go func() { appended <- l.Append(context.Background(), []byte("r00")) }()
+	<-entered // in the appender's own sync: nothing queued for the writer goroutine
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	waitFor(t, "Close to begin", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.closed
+	})
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an append was syncing", err)
+	case <-time.After(100 * time.Millisecond): // a negative check: Close must still wait
+	}
+	release()
+	if err := <-appended; err != nil {
+		t.Fatalf("Append = %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	l2 := openLog(t, Options{Dir: dir})
+	got, _ := readAll(t, l2, Position{}, 0)
+	assertRecords(t, got, names("r", 0, 1))
 }

@@ -79,27 +79,33 @@ func (r *Relay) Committed() <-chan struct{} { return r.committed }
 // was sent.
 //
 // It is one loop on purpose: the position, the dirty flag and the failure
-// count are its state, and splitting it would pass all three around.
+// count are its state, and splitting it would pass all three around. The
+// checkpoint is written by a committer goroutine (commitLoop), so that its
+// fsyncs never hold back the next XADD.
 func (r *Relay) Run(ctx context.Context) error {
 	pos := r.outbox.Checkpoint()
 	failures := 0
-	dirty, lastCommit := false, time.Now() // dirty: pos is relayed but not committed
+	dirty, lastCommit := false, time.Now() // dirty: pos is relayed but not handed to the committer
+	toCommit := make(chan outbox.Position, 1)
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		r.commitLoop(toCommit)
+	}()
 	commit := func() {
-		if err := r.outbox.Commit(pos); err != nil {
-			// The records are in Redis; failing to persist the checkpoint
-			// re-sends them after a restart, which dedupe absorbs.
-			r.log.Error("relay commit checkpoint", "err", err)
-		}
-		dirty, lastCommit = false, time.Now()
-		select {
-		case r.committed <- struct{}{}:
+		select { // the newest position replaces one not yet taken
+		case <-toCommit:
 		default:
 		}
+		toCommit <- pos
+		dirty, lastCommit = false, time.Now()
 	}
 	defer func() {
 		if dirty {
 			commit()
 		}
+		close(toCommit)
+		<-committerDone // every position handed over is committed when Run returns
 	}()
 	for ctx.Err() == nil {
 		entries, err := r.outbox.Read(pos, MaxRecords, MaxBytes)
@@ -149,6 +155,22 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// commitLoop persists each position it is handed, in order, until the
+// channel is closed, and signals Committed after each.
+func (r *Relay) commitLoop(positions <-chan outbox.Position) {
+	for p := range positions {
+		if err := r.outbox.Commit(p); err != nil {
+			// The records are in Redis; failing to persist the checkpoint
+			// re-sends them after a restart, which dedupe absorbs.
+			r.log.Error("relay commit checkpoint", "err", err)
+		}
+		select {
+		case r.committed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // idle waits for new records (Notify), committing a dirty checkpoint once
