@@ -86,8 +86,19 @@ func TestTracingOffCostsNothing(t *testing.T) {
 		})
 		return n, out
 	}
-	without, _ := allocs(nil)
-	with, out := allocs(off)
+	// The pooled record buffers can be dropped by a GC mid-run, which adds
+	// an allocation to either side: compare the least of three runs.
+	least := func(tr *tracing.Tracer) (float64, *lastRecord) {
+		best, out := allocs(tr)
+		for range 2 {
+			if n, o := allocs(tr); n < best {
+				best, out = n, o
+			}
+		}
+		return best, out
+	}
+	without, _ := least(nil)
+	with, out := least(off)
 	if with != without {
 		t.Errorf("allocs per publish: %v with the off tracer, %v without a tracer", with, without)
 	}
