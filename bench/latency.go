@@ -82,6 +82,8 @@ func between(from, to []int64) [2]time.Duration {
 
 // steady publishes through p at rate for LatencyDuration, paced, and
 // waits for every event at the sink.
+//
+// One function on purpose: pacing, sending and collecting share one clock.
 func steady(ctx context.Context, e *env, ps *pairs, p *pair, rate float64) (latencyRow, error) {
 	n := pacedCount(rate, e.o.LatencyDuration)
 	if n < 1 {

@@ -53,6 +53,10 @@ var httpClient = &http.Client{Timeout: 5 * time.Second}
 // billing once, every invoice reached the orders app once, the duplicate
 // publish was deduplicated, and both sidecars exited 0 after SIGTERM.
 // Every process it starts is stopped before it returns, also when ctx ends.
+//
+// It is long on purpose: it is the quickstart's script (build, start Redis,
+// the apps and their sidecars, publish, wait, summarise, stop), read top to
+// bottom like the README, and its steps share the processes it must stop.
 func run(ctx context.Context, o options) (err error) {
 	if o.Orders < 1 {
 		return fmt.Errorf("-orders must be at least 1, got %d", o.Orders)

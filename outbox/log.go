@@ -389,6 +389,9 @@ func (l *Log) createDir() error {
 // error, or a disk error wrapping the syscall error (errors.Is(err,
 // syscall.ENOSPC), syscall.EROFS, …) and, once the log could not repair
 // itself, ErrFailed.
+//
+// It is long because the queueing decisions (full, closed, failed, inline
+// write, linger) must be taken under one lock, in this order.
 func (l *Log) Append(ctx context.Context, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("append record: %w", err)
