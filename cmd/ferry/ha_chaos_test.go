@@ -57,39 +57,6 @@ func chaosSeed(t *testing.T) uint64 {
 	return uint64(time.Now().UnixNano())
 }
 
-// pacedPublish publishes n events through pubs, spread evenly over d,
-// recording each accepted id; it returns when done.
-func pacedPublish(pubs []*proc, n int, d time.Duration, accepted *sync.Map, acceptedN, refused *atomic.Int64) {
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	defer client.CloseIdleConnections()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			p := pubs[w%len(pubs)]
-			for i := range work {
-				id, err := publishOne(client, p, "chaos-"+strconv.Itoa(i))
-				if err != nil {
-					refused.Add(1)
-					continue
-				}
-				accepted.Store(id, true)
-				acceptedN.Add(1)
-			}
-		})
-	}
-	tick := time.NewTicker(d / time.Duration(n))
-	for i := range n {
-		work <- i
-		if i%8 == 7 { // 8 per tick: the ticker cannot go much below a millisecond
-			<-tick.C
-		}
-	}
-	tick.Stop()
-	close(work)
-	wg.Wait()
-}
-
 // readyWatch polls /readyz of procs until stop and counts answers not 200.
 func readyWatch(procs []*proc, stop <-chan struct{}) *atomic.Int64 {
 	var bad atomic.Int64
@@ -259,3 +226,35 @@ func chaos(t *testing.T, mode string) {
 
 func TestFailoverChaosCluster(t *testing.T)  { chaos(t, "cluster") }
 func TestFailoverChaosSentinel(t *testing.T) { chaos(t, "sentinel") }
+
+// TestClusterSpread64Topics: 64 topics over a cluster land on all three
+// primaries (the spread is reported), and end-to-end throughput (one
+// publisher, one subscriber of all 64, on this machine) is reported next
+// to a standalone server's; only a collapse fails it.
+func TestClusterSpread64Topics(t *testing.T) {
+	var topics []string
+	for i := range 64 {
+		topics = append(topics, "topic-"+itoa(i))
+	}
+	const perTopic = 60
+	rates := map[string]float64{}
+	for _, mode := range []string{"standalone", "cluster"} {
+		b := startBackend(t, mode)
+		if mode == "cluster" {
+			spread := map[string]int{}
+			for _, tp := range topics {
+				spread[b.cluster.MasterFor(t, stream.Key(tp)).Addr]++
+			}
+			fmt.Printf("SPREAD 64 topics over %d primaries: %v\n", len(spread), spread)
+			if len(spread) != 3 {
+				t.Fatalf("64 topics on %d primaries, want 3: %v", len(spread), spread)
+			}
+		}
+		rates[mode] = spreadRun(t, b, topics, perTopic)
+	}
+	fmt.Printf("THROUGHPUT 64 topics x %d events, publish→delivered: standalone %.0f ev/s (%.1f per topic), cluster %.0f ev/s (%.1f per topic)\n",
+		perTopic, rates["standalone"], rates["standalone"]/64, rates["cluster"], rates["cluster"]/64)
+	if rates["cluster"] < rates["standalone"]/4 {
+		t.Errorf("cluster %.0f ev/s against standalone %.0f: collapsed", rates["cluster"], rates["standalone"])
+	}
+}
