@@ -70,7 +70,7 @@ test-observability: deps
 	$(GO) test -race -count=1 -run '^TestDashboardAndAlertsAgainstPrometheus$$' -v ./cmd/ferry/
 
 bench-guard:
-	$(GO) test -run '^$$' -bench . -benchtime 100x ./outbox/ ./retry/ ./sidecar/
+	$(GO) test -run '^$$' -bench . -benchtime 100x ./outbox/ ./retry/ ./stream/ ./publish/ ./delivery/
 
 bench: deps
 	$(GO) run ./bench

@@ -8,6 +8,7 @@ import (
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // verdict is what to do with a delivery after an attempt.
@@ -27,7 +28,7 @@ const (
 type outcome struct {
 	verdict verdict
 	delay   time.Duration
-	reason  string // deadLetter: poison, exhausted
+	reason  string // deadLetter: poison, exhausted; wait: what it waits for (a span event)
 }
 
 // attempt runs one attempt of d: dedupe claim, rate limit, breaker, POST,
@@ -66,6 +67,7 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	if s.limiter != nil {
 		if r := s.limiter.Reserve(); r.Delay() > 0 {
 			s.m.Throttled.WithLabelValues("delivery").Inc()
+			d.trace.Wait(waitRateLimit, r.Delay())
 			if !retry.Sleep(ctx, r.Delay()) {
 				r.Cancel()
 				return outcome{verdict: abandon}
@@ -74,13 +76,14 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	}
 	done, err := s.deps.Breakers.Allow(s.opts.Topic)
 	if err != nil {
-		return outcome{verdict: wait, delay: waitNoAttempt} // refused by the breaker: no attempt used
+		return outcome{verdict: wait, delay: waitNoAttempt, reason: waitBreaker} // refused by the breaker: no attempt used
 	}
 	if !s.takeSlot(ctx, d) {
 		done(true)
 		return outcome{verdict: abandon}
 	}
 	start := time.Now()
+	d.try = d.trace.StartAttempt(s.opts.Route, d.attempt)
 	status, retryAfter, result, perr := s.send(ctx, d)
 	if result != retry.Success || d.replay {
 		s.freeSlot(d) // nothing to complete
@@ -88,11 +91,14 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 	if ctx.Err() != nil && status == 0 {
 		// Cut off by shutdown: not the app's failure, not an attempt.
 		done(true)
+		d.try.End(0, resultAbandoned)
 		return outcome{verdict: abandon}
 	}
 	done(!result.Failure())
 	s.m.DeliveryAttempts.WithLabelValues(s.opts.Topic, string(result)).Inc()
-	s.m.DeliveryDuration.WithLabelValues(s.opts.Topic).Observe(time.Since(start).Seconds())
+	d.try.Observe(s.m.DeliveryDuration.WithLabelValues(s.opts.Topic), time.Since(start).Seconds())
+	d.try.End(status, string(result))
+	d.lastResult = result
 	d.lastStatus, d.lastErr = status, ""
 	if perr != nil {
 		d.lastErr = redisconn.RedactErr(perr)
@@ -112,7 +118,7 @@ func (s *Subscriber) post(ctx context.Context, d *delivery) outcome {
 		return outcome{verdict: deadLetter, reason: "exhausted"}
 	}
 	delay := s.deps.Retry.Delay(d.attempt, retryAfter)
-	s.log.Debug("delivery retry", "msg_id", d.msg.ID, "attempt", d.attempt, "result", string(result), "delay", delay)
+	s.log.Debug("delivery retry", "msg_id", d.msg.ID, "attempt", d.attempt, "result", string(result), "delay", delay, "", traceValue{d})
 	return outcome{verdict: retryLater, delay: delay}
 }
 
@@ -130,7 +136,7 @@ func (s *Subscriber) claimDedupe(ctx context.Context, d *delivery, dkey string) 
 	pre, preAt := d.preState, d.preAt
 	d.preAt = time.Time{} // a claim made at read time serves the first attempt only
 	if preAt.IsZero() && !s.hold(d.msg.ID) {
-		return outcome{verdict: wait, delay: waitNoAttempt}, false // another copy of this id is on its way here
+		return outcome{verdict: wait, delay: waitNoAttempt, reason: waitHeld}, false // another copy of this id is on its way here
 	}
 	st, err := pre, error(nil)
 	if !s.preclaimValid(d, preAt) {
@@ -139,13 +145,13 @@ func (s *Subscriber) claimDedupe(ctx context.Context, d *delivery, dkey string) 
 	switch {
 	case err != nil:
 		s.unhold(d.msg.ID)
-		return outcome{verdict: wait, delay: waitNoAttempt}, false // never deliver without the check
+		return outcome{verdict: wait, delay: waitNoAttempt, reason: waitRedis}, false // never deliver without the check
 	case st == dedupe.Done:
 		s.unhold(d.msg.ID)
 		return outcome{verdict: duplicate}, false
 	case st == dedupe.Busy:
 		s.unhold(d.msg.ID)
-		return outcome{verdict: wait, delay: waitNoAttempt}, false
+		return outcome{verdict: wait, delay: waitNoAttempt, reason: waitDedupeBusy}, false
 	}
 	return outcome{}, true
 }
@@ -160,23 +166,28 @@ func (s *Subscriber) act(ctx context.Context, d *delivery, o outcome) {
 		s.toSettler(settleReq{d: d, duplicate: true})
 	case retryLater:
 		if ctx.Err() == nil {
+			d.trace.Retry(string(d.lastResult), o.delay)
 			s.later(d, o.delay, true)
 		}
 	case wait:
 		if ctx.Err() == nil {
+			d.trace.Wait(o.reason, o.delay)
 			s.later(d, o.delay, false)
 		}
 	case deadLetter:
 		if err := s.addDeadLetter(ctx, d, o.reason); err != nil {
 			s.log.Warn("dead-letter", "msg_id", d.msg.ID, "err", redisconn.RedactErr(err))
 			if ctx.Err() == nil {
+				d.trace.Wait(waitRedis, waitNoAttempt)
 				s.later(d, waitNoAttempt, false)
 			}
 			return
 		}
+		d.trace.End(d.traceOutcome(tracing.Outcome{DeadLetter: o.reason}))
 		d.parked = true
 		s.toSettler(settleReq{d: d})
 	case park:
+		d.trace.Wait(waitApp, 0)
 		s.park(ctx, d)
 	case abandon:
 	}

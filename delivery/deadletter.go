@@ -45,7 +45,7 @@ func (s *Subscriber) addDeadLetter(ctx context.Context, d *delivery, reason stri
 	}
 	s.m.DeadLetters.WithLabelValues(s.opts.Topic, reason).Inc()
 	s.log.Error("dead-lettered", "msg_id", d.msg.ID, "app_id", s.opts.AppID, "reason", reason,
-		"attempt", attempts, "status", d.lastStatus, "err", d.lastErr)
+		"attempt", attempts, "status", d.lastStatus, "err", d.lastErr, "", traceValue{d})
 	return nil
 }
 

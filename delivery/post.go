@@ -45,6 +45,7 @@ func (s *Subscriber) send(ctx context.Context, d *delivery) (int, time.Duration,
 	for k, v := range d.msg.Header {
 		h[k] = v
 	}
+	d.try.Inject(h) // with tracing on, the app's traceparent is the attempt span
 	h.Set("Content-Type", d.msg.ContentType)
 	h.Set(stream.HeaderMessageID, d.msg.ID)
 	h.Set(stream.HeaderTopic, s.opts.Topic)

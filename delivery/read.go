@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // delivery is one message on its way to the app.
@@ -30,6 +31,11 @@ type delivery struct {
 	preState   dedupe.State
 	preAt      time.Time
 	preOutages uint64 // Redis outages seen when it was claimed
+	// trace is the process span (trace.go); try the attempt span in
+	// flight. Zero values with tracing off.
+	trace      tracing.Process
+	try        tracing.Attempt
+	lastResult retry.Result // the last attempt's, "" before the first
 }
 
 func (d *delivery) key() string { return d.stream + " " + d.msg.StreamID }
@@ -228,5 +234,6 @@ func (s *Subscriber) newDelivery(key string, xm redis.XMessage, attempt int) *de
 			d.replay = true
 		}
 	}
+	d.trace = s.startProcess(d)
 	return d
 }

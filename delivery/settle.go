@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferry-sidecar/ferry/internal/redisconn"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // settleMax bounds the deliveries settled in one round trip.
@@ -113,7 +114,10 @@ func (s *Subscriber) acker(ctx context.Context) {
 				s.m.DedupeHits.WithLabelValues(s.opts.Topic).Inc()
 				s.log.Debug("duplicate acked without delivery", "msg_id", r.d.msg.ID)
 			case r.d.delivered && !r.d.msg.PublishedAt.IsZero():
-				s.m.EndToEnd.WithLabelValues(s.opts.Topic).Observe(now.Sub(r.d.msg.PublishedAt).Seconds())
+				r.d.trace.Observe(s.m.EndToEnd.WithLabelValues(s.opts.Topic), now.Sub(r.d.msg.PublishedAt).Seconds())
+			}
+			if !r.d.parked { // a dead letter's span ended when it was added
+				r.d.trace.End(r.d.traceOutcome(tracing.Outcome{DedupeHit: r.duplicate}))
 			}
 		}
 	}
@@ -127,6 +131,7 @@ func (s *Subscriber) retrySettle(what string, batch []settleReq, err error, ctx 
 		return
 	}
 	for _, r := range batch {
+		r.d.trace.Wait(waitRedis, waitNoAttempt)
 		s.later(r.d, waitNoAttempt, false)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 const (
@@ -78,6 +79,7 @@ type Deps struct {
 	Trimmer  Trimmer   // nil: no trimming
 	App      AppHealth // nil: the app is taken to be always there
 	Log      *slog.Logger
+	Tracer   *tracing.Tracer // nil: off
 }
 
 // Subscriber consumes one topic for this app: its consumer group, its
@@ -220,6 +222,7 @@ func (s *Subscriber) Run(ctx, hard context.Context) error {
 	workers.Wait()
 	close(s.settling) // the workers and the reader were its only senders
 	wg.Wait()
+	s.endTraces()
 	return nil
 }
 

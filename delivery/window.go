@@ -108,6 +108,7 @@ func (s *Subscriber) retryDue(ctx context.Context, due []*waiting) {
 		for _, w := range ws {
 			if err != nil {
 				if ctx.Err() == nil {
+					w.d.trace.Wait(waitRedis, waitNoAttempt)
 					s.later(w.d, waitNoAttempt, true)
 				}
 				continue

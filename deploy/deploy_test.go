@@ -272,6 +272,7 @@ type target struct {
 	Datasource *datasourceRef `json:"datasource"`
 	Expr       string         `json:"expr"`
 	RefID      string         `json:"refId"`
+	Exemplar   bool           `json:"exemplar"`
 }
 
 type variable struct {
@@ -1035,5 +1036,49 @@ func collectExprs(t *testing.T, raw []byte, out *[]string) {
 	walk(v, "")
 	if len(*out) == 0 {
 		t.Fatal(errors.New("no expressions found in the dashboard"))
+	}
+}
+
+// The two delivery latency panels show exemplars (the trace ids ferry
+// attaches to ferry_delivery_duration_seconds and ferry_end_to_end_seconds
+// with tracing on), so a slow bucket links to its trace; no other query
+// asks for them.
+func TestDashboardExemplars(t *testing.T) {
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"ferry_delivery_duration_seconds_bucket": false, "ferry_end_to_end_seconds_bucket": false}
+	var visit func(p panel)
+	visit = func(p panel) {
+		for _, tg := range p.Targets {
+			if !tg.Exemplar {
+				continue
+			}
+			found := false
+			for m := range want {
+				if strings.Contains(tg.Expr, m) {
+					want[m], found = true, true
+				}
+			}
+			if !found {
+				t.Errorf("panel %q asks for exemplars of %s, which carry none", p.Title, tg.Expr)
+			}
+		}
+		for _, c := range p.Panels {
+			visit(c)
+		}
+	}
+	for _, p := range d.Panels {
+		visit(p)
+	}
+	for m, ok := range want {
+		if !ok {
+			t.Errorf("no panel shows the exemplars of %s", m)
+		}
 	}
 }

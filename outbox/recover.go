@@ -15,6 +15,9 @@ import (
 )
 
 // recover rebuilds the Log's state from Dir; see Open.
+//
+// It is one pass on purpose: its steps (list, order, validate, quarantine,
+// place the checkpoint) share the segment list and must run in this order.
 func (l *Log) recover() error {
 	cp, err := l.loadCheckpoint()
 	if err != nil {

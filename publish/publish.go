@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-sidecar/ferry/metrics"
 	"github.com/ferry-sidecar/ferry/outbox"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // Appender makes a record durable; the outbox implements it.
@@ -38,6 +39,8 @@ type Options struct {
 	Burst          int      // token bucket size (config.Burst); at least 1
 	Topics         []string // FERRY_PUBLISH_TOPICS patterns; empty: any
 	MaxTopicLabels int      // FERRY_METRICS_MAX_TOPICS: distinct topic labels before "other"
+	// Tracer makes a publish span per request with a valid topic; nil: off.
+	Tracer *tracing.Tracer
 }
 
 // API is the publish API. Its zero value is not usable; use New.
@@ -90,9 +93,15 @@ var recordPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	start := a.now()
 	topic := r.PathValue("topic")
-	code := a.accept(w, r, topic)
+	valid := stream.ValidTopic(topic)
+	var sp tracing.Publish // zero: no span (tracing off, or a topic not to name)
+	if valid {
+		_, sp = a.opts.Tracer.StartPublish(r.Context(), r.Header, topic)
+	}
+	code := a.accept(w, r, topic, sp)
+	sp.End(code)
 	label := "invalid" // keep the label bounded
-	if stream.ValidTopic(topic) {
+	if valid {
 		label = a.labels.Label(topic)
 	}
 	a.m.PublishRequests.WithLabelValues(label, strconv.Itoa(code)).Inc()
@@ -105,7 +114,7 @@ func refuse(w http.ResponseWriter, status int, kind, detail string) int {
 	return status
 }
 
-func (a *API) accept(w http.ResponseWriter, r *http.Request, topic string) int {
+func (a *API) accept(w http.ResponseWriter, r *http.Request, topic string, sp tracing.Publish) int {
 	if a.closing.Load() {
 		httpapi.RetryAfter(w, time.Second)
 		return refuse(w, http.StatusServiceUnavailable, "shutting-down", "ferry is shutting down; publish to another replica or retry")
@@ -138,6 +147,7 @@ func (a *API) accept(w http.ResponseWriter, r *http.Request, topic string) int {
 		}
 		id = u.String()
 	}
+	sp.SetMessageID(id)
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		ct = "application/octet-stream"
@@ -147,6 +157,9 @@ func (a *API) accept(w http.ResponseWriter, r *http.Request, topic string) int {
 		if stream.Carried(name) && len(vals) > 0 {
 			fields = append(fields, stream.HeaderField+name, vals[0])
 		}
+	}
+	if tp := sp.Traceparent(); tp != "" {
+		fields = append(fields, stream.FieldTraceparent, tp)
 	}
 
 	buf := recordPool.Get().(*bytes.Buffer)

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-sidecar/ferry/outbox"
 	"github.com/ferry-sidecar/ferry/retry"
 	"github.com/ferry-sidecar/ferry/stream"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // Batch limits: a batch is what is waiting, up to these.
@@ -60,11 +61,13 @@ type Relay struct {
 	breaker   *breaker.Set
 	wait      Wait
 	committed chan struct{}
+	tracer    *tracing.Tracer // nil: off
 }
 
-// New returns a relay from ob to rdb; topics may be nil; wait may be the
-// zero Wait (acknowledged by the master is enough).
-func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, log *slog.Logger, wait Wait) *Relay {
+// New returns a relay from ob to rdb; topics and tr (a send span per
+// batch and topic) may be nil; wait may be the zero Wait (acknowledged by
+// the master is enough).
+func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, tr *tracing.Tracer, log *slog.Logger, wait Wait) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -80,6 +83,7 @@ func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicReco
 				log.Warn("relay breaker", "from", from.String(), "to", to.String())
 			}}),
 		committed: make(chan struct{}, 1),
+		tracer:    tr,
 	}
 }
 
@@ -190,7 +194,8 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 	if err != nil {
 		return err
 	}
-	adds := r.decode(entries)
+	span := r.tracer.StartSend()
+	adds := r.decode(entries, &span)
 	if r.wait.Replicas > 0 {
 		err = r.sendWaited(ctx, adds)
 	} else {
@@ -201,12 +206,13 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 		_, err = pipe.Exec(ctx)
 	}
 	done(err == nil)
+	span.End(redactedErr(err))
 	return err
 }
 
-// decode turns entries into XADD arguments, in order, and tells the topic
-// recorder the topics.
-func (r *Relay) decode(entries []outbox.Entry) []*redis.XAddArgs {
+// decode turns entries into XADD arguments, in order, adds them to the
+// send span and tells the topic recorder the topics.
+func (r *Relay) decode(entries []outbox.Entry, span *tracing.Send) []*redis.XAddArgs {
 	adds := make([]*redis.XAddArgs, 0, len(entries))
 	prevTopic := ""
 	for _, e := range entries {
@@ -218,10 +224,32 @@ func (r *Relay) decode(entries []outbox.Entry) []*redis.XAddArgs {
 			continue
 		}
 		adds = append(adds, &redis.XAddArgs{Stream: stream.Key(ev.Topic), Values: ev.Values(e.Time)})
+		if r.tracer.Enabled() {
+			span.Add(ev.Topic, field(ev.Fields, stream.FieldID), field(ev.Fields, stream.FieldTraceparent))
+		}
 		if ev.Topic != prevTopic && r.topics != nil { // a batch is mostly one topic: one call, not one per record
 			r.topics.Add(ev.Topic)
 			prevTopic = ev.Topic
 		}
 	}
 	return adds
+}
+
+// field is the value of name in fields (name, value, …), "" when absent.
+func field(fields []string, name string) string {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == name {
+			return fields[i+1]
+		}
+	}
+	return ""
+}
+
+// redactedErr is err without addresses (a span's status is exported), nil
+// for nil.
+func redactedErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(redisconn.RedactErr(err))
 }

@@ -14,6 +14,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err := s.Listen(); err != nil {
 		s.outbox.Close()
 		s.rdb.Close()
+		_ = s.tracer.Shutdown(context.Background()) // nothing to export yet
 		return err
 	}
 	s.logStart()
@@ -48,6 +49,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	_ = adminSrv.Shutdown(budget)
 	servers.Wait()
 	s.client.CloseIdleConnections()
+	s.shutdownTracer(budget)
 	if err := s.outbox.Close(); err != nil {
 		s.log.Error("close outbox", "err", err)
 	}
@@ -58,6 +60,20 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.log.Info("shutdown complete", "records", 0)
 	return runErr
+}
+
+// tracerShutdownMax bounds the export of the last spans at shutdown: a
+// collector that is down must not hold ferry's exit to the whole budget.
+const tracerShutdownMax = 5 * time.Second
+
+// shutdownTracer exports the spans still buffered, once every part that
+// makes them has stopped, within the budget and tracerShutdownMax.
+func (s *Sidecar) shutdownTracer(budget context.Context) {
+	ctx, cancel := context.WithTimeout(budget, tracerShutdownMax)
+	defer cancel()
+	if err := s.tracer.Shutdown(ctx); err != nil {
+		s.log.Warn("tracing: spans not exported at shutdown", "err", err)
+	}
 }
 
 // running are the started parts: the contexts that stop them and what joins them.

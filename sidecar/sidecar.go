@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"github.com/ferry-sidecar/ferry/relay"
 	"github.com/ferry-sidecar/ferry/retention"
 	"github.com/ferry-sidecar/ferry/retry"
+	"github.com/ferry-sidecar/ferry/tracing"
 )
 
 // Version is ferry's version, set at build time with
@@ -66,6 +68,7 @@ type Sidecar struct {
 	publish  *publish.API
 	admin    *admin.API
 	relay    *relay.Relay
+	tracer   *tracing.Tracer // off (no exporter) without an OTLP endpoint
 
 	refreshEvery       time.Duration // lag, status and retention refresh (5s; tests shorten it)
 	publishLn, adminLn net.Listener
@@ -122,8 +125,26 @@ func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gathere
 		return nil, fmt.Errorf("open outbox %s: %w", cfg.OutboxDir, err)
 	}
 	s.metrics.ObserveOutbox(ob)
+	if s.tracer, err = newTracer(cfg, log); err != nil {
+		ob.Close()
+		rdb.Close()
+		return nil, err
+	}
 	s.buildParts(ob)
 	return s, nil
+}
+
+// newTracer builds the tracer from the OTEL_* variables; an invalid one is
+// a configuration error (exit 2).
+func newTracer(cfg config.Config, log *slog.Logger) (*tracing.Tracer, error) {
+	tr, err := tracing.New(context.Background(), tracing.Settings{
+		ServiceName: cfg.AppID, ServiceVersion: Version, InstanceID: cfg.Consumer, Logger: log.With("component", "tracing"),
+	})
+	var verr *tracing.VarError
+	if errors.As(err, &verr) {
+		return nil, &config.VarError{Var: verr.Var, Err: verr.Err}
+	}
+	return tr, err
 }
 
 // buildParts makes the parts that use the outbox.
@@ -133,9 +154,9 @@ func (s *Sidecar) buildParts(ob durableLog) {
 	s.publish = publish.New(publish.Options{
 		AppID: cfg.AppID, Token: cfg.APIToken, MaxBodyBytes: cfg.MaxBodyBytes, OutboxMaxBytes: cfg.OutboxMaxBytes,
 		Rate: cfg.PublishRate, Burst: config.Burst(cfg.PublishRate, cfg.PublishBurst),
-		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics,
+		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics, Tracer: s.tracer,
 	}, ob, s.metrics, s.log)
-	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.log.With("component", "relay"),
+	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.tracer, s.log.With("component", "relay"),
 		relay.Wait{Replicas: cfg.RedisWaitReplicas, Timeout: cfg.RedisWaitTimeout, Health: s.health})
 	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(cfg.Subscriptions)))
 	s.subs = s.subscribers()
@@ -161,6 +182,7 @@ func (s *Sidecar) subscribers() []*delivery.Subscriber {
 		Trimmer:  s.trimmer,
 		App:      s.app,
 		Log:      s.log,
+		Tracer:   s.tracer,
 	}
 	var subs []*delivery.Subscriber
 	for _, sub := range cfg.Subscriptions {

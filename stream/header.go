@@ -12,6 +12,11 @@ const (
 	HeaderField      = "h:"   // prefix of a carried header's field
 )
 
+// FieldTraceparent is ferry's publish span as a W3C traceparent, stored
+// when the publishing ferry traces (package tracing). The app's own
+// traceparent stays in "h:Traceparent", unchanged.
+const FieldTraceparent = "tp"
+
 // Headers of the publish request and of deliveries.
 const (
 	HeaderIdempotencyKey = "Idempotency-Key"

@@ -44,7 +44,7 @@
 //
 // An event keeps the app's traceparent in "h:Traceparent" unchanged (it is a
 // carried header) and ferry's publish span in a field of its own,
-// [FieldTraceparent] ("tp"). The subscriber's process span hangs under "tp",
+// stream.FieldTraceparent ("tp"). The subscriber's process span hangs under "tp",
 // or under the app's traceparent when the publisher traced nothing. The
 // tracestate is the app's: the publish span inherits it. With tracing on, the
 // app receiving a delivery gets the attempt span as its traceparent; with

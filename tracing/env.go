@@ -102,6 +102,8 @@ func checkEndpoint(v string) error {
 	return nil
 }
 
+// checkExporterEnv checks every OTEL_* value the SDK would only log and
+// ignore. It is one list of checks, read top to bottom, on purpose.
 func checkExporterEnv() error {
 	for _, name := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
 		if v, ok := getenv(name); ok {

@@ -52,11 +52,6 @@ var (
 	kindClient   = trace.WithSpanKind(trace.SpanKindClient)
 )
 
-// FieldTraceparent is the stream record field that holds ferry's publish
-// span context as a W3C traceparent ("tp", next to "id", "src", "pub",
-// "ct"). The app's own traceparent stays in "h:Traceparent", unchanged.
-const FieldTraceparent = "tp"
-
 // Publish is the server span of one publish request. Its zero value (an
 // off Tracer) does nothing.
 type Publish struct{ span trace.Span }
@@ -101,7 +96,7 @@ func (p Publish) SetBatch(n int) {
 	p.span.SetAttributes(semconv.MessagingBatchMessageCount(n))
 }
 
-// Traceparent is the value to store in the record's FieldTraceparent, or ""
+// Traceparent is the value to store in the record's stream.FieldTraceparent, or ""
 // when tracing is off (store nothing then). It is set also when the span is
 // sampled out: its flags tell the other side not to sample either.
 func (p Publish) Traceparent() string {
@@ -150,7 +145,7 @@ func (t *Tracer) StartSend() Send {
 }
 
 // Add records one record of the batch: its topic, message id and stored
-// FieldTraceparent ("" for records written while tracing was off).
+// stream.FieldTraceparent ("" for records written while tracing was off).
 func (s *Send) Add(topic, msgID, traceparent string) {
 	if s.t == nil {
 		return
@@ -228,7 +223,7 @@ type Message struct {
 	Topic string
 	Group string // the consumer group: the subscriber's app id
 	ID    string // ferry message id
-	// Traceparent is the entry's FieldTraceparent: the publisher's span.
+	// Traceparent is the entry's stream.FieldTraceparent: the publisher's span.
 	// Empty (the publisher traced nothing) ⇒ the app's carried traceparent
 	// in Header is the parent; neither ⇒ a new trace.
 	Traceparent string

@@ -19,6 +19,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/ferry-sidecar/ferry/internal/otlptest"
+	"github.com/ferry-sidecar/ferry/stream"
 )
 
 // cleanEnv blanks every OTEL_* variable of the test process (blank is unset
@@ -213,7 +214,7 @@ const (
 )
 
 // record is a stream entry as ferry stores it: the carried headers as
-// "h:" fields, ferry's publish context in FieldTraceparent.
+// "h:" fields, ferry's publish context in stream.FieldTraceparent.
 type record map[string]string
 
 func (r record) header() http.Header {
@@ -237,7 +238,7 @@ func publish(tr *Tracer, topic, id string, hdr http.Header) record {
 		}
 	}
 	if tp := p.Traceparent(); tp != "" {
-		r[FieldTraceparent] = tp
+		r[stream.FieldTraceparent] = tp
 	}
 	p.End(http.StatusAccepted)
 	return r
@@ -273,7 +274,7 @@ func newApp(t *testing.T, statuses ...int) *app {
 // letter, the way delivery/ will: a process span, one attempt span per POST.
 func deliver(t *testing.T, tr *Tracer, a *app, group, route string, r record, hist prometheus.Observer) (Process, Outcome) {
 	t.Helper()
-	p := tr.StartProcess(Message{Topic: "orders", Group: group, ID: r["id"], Traceparent: r[FieldTraceparent], Header: r.header()})
+	p := tr.StartProcess(Message{Topic: "orders", Group: group, ID: r["id"], Traceparent: r[stream.FieldTraceparent], Header: r.header()})
 	var o Outcome
 	for attempt := 1; attempt <= 3; attempt++ {
 		at := p.StartAttempt(route, attempt)
@@ -331,15 +332,15 @@ func TestTraceAcrossSidecars(t *testing.T) {
 	appHdr := http.Header{"Traceparent": {appTraceparent}, "Tracestate": {appTracestate}}
 	r1 := publish(pub, "orders", "m1", appHdr)
 	r2 := publish(pub, "orders", "m2", http.Header{}) // no traceparent: a trace of its own
-	if r1["h:Traceparent"] != appTraceparent || r1[FieldTraceparent] == "" || r1[FieldTraceparent] == appTraceparent {
+	if r1["h:Traceparent"] != appTraceparent || r1[stream.FieldTraceparent] == "" || r1[stream.FieldTraceparent] == appTraceparent {
 		t.Fatalf("record m1 = %v: want the app's traceparent kept and ferry's beside it", r1)
 	}
 	// Spans arrive before any shutdown: the batcher exports on its own.
 	rcv.WaitSpans(t, 2, time.Minute)
 
 	s := pub.StartSend()
-	s.Add("orders", "m1", r1[FieldTraceparent])
-	s.Add("orders", "m2", r2[FieldTraceparent])
+	s.Add("orders", "m1", r1[stream.FieldTraceparent])
+	s.Add("orders", "m2", r2[stream.FieldTraceparent])
 	s.Add("invoices", "m3", "")
 	s.End(nil)
 
@@ -412,8 +413,8 @@ func TestTraceAcrossSidecars(t *testing.T) {
 	if pub1.ParentSpanID != appSpanID || pub1.TraceState != appTracestate {
 		t.Errorf("publish: parent %s tracestate %q, want %s %q", pub1.ParentSpanID, pub1.TraceState, appSpanID, appTracestate)
 	}
-	if r1[FieldTraceparent] != pub1.Traceparent() {
-		t.Errorf("stored context %s, want the publish span's %s", r1[FieldTraceparent], pub1.Traceparent())
+	if r1[stream.FieldTraceparent] != pub1.Traceparent() {
+		t.Errorf("stored context %s, want the publish span's %s", r1[stream.FieldTraceparent], pub1.Traceparent())
 	}
 	want(pub1, tracepb.Span_SPAN_KIND_SERVER, map[string]any{
 		"messaging.system": "ferry", "messaging.destination.name": "orders", "messaging.message.id": "m1",

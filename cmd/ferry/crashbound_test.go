@@ -30,14 +30,12 @@ import (
 //	duplicates ≤ in flight at the app at the kill + settleWaitingMax.
 const (
 	crashConcurrency = 16 // FERRY_DELIVERY_CONCURRENCY of the subscribers
-	// settleWaitingMax is N: the most completions that wait to be written
-	// at any moment. The settler is to flush a batch as soon as it is ready
-	// or after a linger of at most 1 ms, never behind a read or a retry
-	// timer, and a worker hands over at most one completion before its
-	// next delivery waits for it, so N = FERRY_DELIVERY_CONCURRENCY.
-	// TODO(issue 20): keep equal to the N the README names once the
-	// settler change lands; before it, completions could pile up behind a
-	// slow pipeline (up to the window, 256) and this bound did not hold.
+	// settleWaitingMax is N, the README's bound: a delivery holds one of
+	// FERRY_DELIVERY_CONCURRENCY settle slots from its POST until its
+	// completion is written, so sent-or-answered-but-unrecorded deliveries
+	// never exceed it (delivery.Subscriber.takeSlot). Before that change,
+	// completions could pile up behind a slow pipeline (up to the window,
+	// 256) and this bound did not hold.
 	settleWaitingMax = crashConcurrency
 	crashRuns        = 10   // seeded runs per test
 	crashEvents      = 1200 // events delivered per run

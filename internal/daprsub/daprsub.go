@@ -94,6 +94,9 @@ type subscriptionJSON struct {
 
 // Parse reads and checks a /dapr/subscribe answer and compiles its rules.
 // An empty body is no subscriptions, as for Dapr.
+//
+// One function on purpose: it checks each entry against all the others
+// (duplicate topics, the pub/sub name) while it reads them.
 func Parse(body []byte, opts ParseOptions) ([]Subscription, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil

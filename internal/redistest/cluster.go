@@ -452,6 +452,8 @@ func (c *Cluster) WaitHealthy(t testing.TB) {
 	waitFor(t, 60*time.Second, "cluster healthy", c.healthy)
 }
 
+// healthy reports why the cluster is not yet usable (nil when it is): one
+// list of conditions, read top to bottom, on purpose.
 func (c *Cluster) healthy() error {
 	master := make(map[string]bool) // running node → its own ROLE says master
 	for _, n := range c.Nodes {
