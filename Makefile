@@ -46,13 +46,13 @@ test: deps vet
 # test-ha: the Redis Cluster and Sentinel suites too long for `make test`
 # (build tag ha, cmd/ferry): failover chaos (20,000 events, 2 publishing and
 # 2 subscribing sidecars, the topic's primary killed 3 times, with and
-# without FERRY_REDIS_WAIT_REPLICAS) per topology, and 64 topics over a
-# cluster against standalone. FERRY_CHAOS_RUNS (default 1) runs per setting,
+# without FERRY_REDIS_WAIT_REPLICAS) per topology, the reshard of a busy
+# topic's slot, and 64 topics over a cluster against standalone. FERRY_CHAOS_RUNS (default 1) runs per setting,
 # FERRY_CHAOS_SEED replays the kill moments. The shorter cluster and
-# sentinel tests (end to end in every mode, reshard, slots, relay WAIT) are
+# sentinel tests (end to end in every mode, slots, relay WAIT) are
 # in `make test`. .ci/run runs both.
 test-ha: deps
-	$(GO) test -tags ha -race -count=1 -v -timeout 20m -run '^(TestFailoverChaos|TestClusterSpread64Topics)' ./cmd/ferry/
+	$(GO) test -tags ha -race -count=1 -v -timeout 20m -run '^(TestFailoverChaos|TestClusterSpread64Topics|TestReshardBusyTopic)' ./cmd/ferry/
 
 # test-nested: the kustomize tests (render every kustomization under
 # deploy/kubernetes and check each object); no race detector, nothing concurrent.
