@@ -7,7 +7,7 @@ GO ?= go
 # kept out of ferry's go.mod; `./...` at the root does not reach them.
 NESTED := deploy/kubetest examples/shipping
 
-.PHONY: all build deps test test-nested test-observability test-short verify bench bench-guard fuzz demo vet fmt clean
+.PHONY: all build deps test test-ha test-nested test-observability test-short verify bench bench-guard fuzz demo vet fmt clean
 
 all: build
 
@@ -42,6 +42,17 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-nested
 	$(MAKE) bench-guard
+
+# test-ha: the Redis Cluster and Sentinel suites too long for `make test`
+# (build tag ha, cmd/ferry): failover chaos (20,000 events, 2 publishing and
+# 2 subscribing sidecars, the topic's primary killed 3 times, with and
+# without FERRY_REDIS_WAIT_REPLICAS) per topology, the reshard of a busy
+# topic's slot, and 64 topics over a cluster against standalone. FERRY_CHAOS_RUNS (default 1) runs per setting,
+# FERRY_CHAOS_SEED replays the kill moments. The shorter cluster and
+# sentinel tests (end to end in every mode, slots, relay WAIT) are
+# in `make test`. .ci/run runs both.
+test-ha: deps
+	$(GO) test -tags ha -race -count=1 -v -timeout 20m -run '^(TestFailoverChaos|TestClusterSpread64Topics|TestReshardBusyTopic)' ./cmd/ferry/
 
 # test-nested: the kustomize tests (render every kustomization under
 # deploy/kubernetes and check each object); no race detector, nothing concurrent.

@@ -121,6 +121,13 @@ func TestSecretsFromFiles(t *testing.T) {
 	if cfg.APITokenFile != "" || cfg.RedisPasswordFile != "" {
 		t.Fatal("file contents kept twice")
 	}
+	// Sentinel: the URL's userinfo is the Sentinels' password, the file the
+	// data nodes': both may be set.
+	sentinel := map[string]string{"FERRY_APP_ID": "a", "FERRY_REDIS_MODE": "sentinel",
+		"FERRY_REDIS_URL": "redis://:sentinel-pw@s:26379?master_name=m", "FERRY_REDIS_PASSWORD_FILE": write("r4", "data-pw")}
+	if cfg, err := Load(sentinel); err != nil || cfg.RedisPassword != "data-pw" {
+		t.Fatalf("sentinel with both passwords: %q, %v", cfg.RedisPassword, err)
+	}
 	env["FERRY_ADMIN_TOKEN_FILE"] = write("admin", "admin-secret\n")
 	if cfg, err = Load(env); err != nil || cfg.AdminToken != "admin-secret" || cfg.APIToken != "api-secret" {
 		t.Fatalf("admin token: %q, %v", cfg.AdminToken, err)
@@ -135,6 +142,9 @@ func TestSecretsFromFiles(t *testing.T) {
 		{map[string]string{"FERRY_APP_TOKEN_FILE": dir}, "FERRY_APP_TOKEN_FILE"},
 		{map[string]string{"FERRY_APP_TOKEN_FILE": write("empty", "\n")}, "FERRY_APP_TOKEN_FILE"},
 		{map[string]string{"FERRY_REDIS_URL": "redis://:pw@h:1/0", "FERRY_REDIS_PASSWORD_FILE": write("r2", "hidden-pw")}, "FERRY_REDIS_PASSWORD_FILE"},
+		// Sentinel: ?password= is the data nodes' password, as the file is.
+		{map[string]string{"FERRY_REDIS_MODE": "sentinel", "FERRY_REDIS_URL": "redis://s:26379?master_name=m&password=pw",
+			"FERRY_REDIS_PASSWORD_FILE": write("r3", "hidden-pw")}, "FERRY_REDIS_PASSWORD_FILE"},
 	} {
 		c.env["FERRY_APP_ID"] = "a"
 		_, err := Load(c.env)

@@ -198,8 +198,14 @@ func (c Config) validateRedis(bad func(string, string, ...any)) {
 		bad("REDIS_URL", "Redis Cluster has only database 0")
 	}
 	if c.RedisPassword != "" {
-		if _, has := u.User.Password(); has {
-			bad("REDIS_PASSWORD_FILE", "FERRY_REDIS_URL holds a password too: use one of them")
+		// The file holds the data nodes' password; in Sentinel mode the
+		// URL's userinfo is the Sentinels' and the data nodes' is ?password=.
+		_, has := u.User.Password()
+		if c.RedisMode == ModeSentinel {
+			has = q.Get("password") != ""
+		}
+		if has {
+			bad("REDIS_PASSWORD_FILE", "FERRY_REDIS_URL holds the data nodes' password too: use one of them")
 		}
 	}
 	if (c.RedisCertFile == "") != (c.RedisKeyFile == "") {

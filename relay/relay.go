@@ -39,6 +39,18 @@ type Log interface {
 // TopicRecorder learns the topics the relay sent to (retention trims them).
 type TopicRecorder interface{ Add(topic string) }
 
+// Wait asks the relay to drop records from the outbox only once WAIT
+// confirms Replicas replicas for their XADDs (FERRY_REDIS_WAIT_REPLICAS,
+// FERRY_REDIS_WAIT_TIMEOUT). The zero value turns it off.
+type Wait struct {
+	Replicas int
+	Timeout  time.Duration
+	// Health (may be nil) learns the outcome of each node pipeline: in a
+	// cluster they run on node clients, which the cluster client's hooks
+	// do not see.
+	Health interface{ Observe(err error) }
+}
+
 // Relay is the outbox → Redis loop.
 type Relay struct {
 	log       *slog.Logger
@@ -47,13 +59,15 @@ type Relay struct {
 	metrics   *metrics.Metrics
 	topics    TopicRecorder
 	breaker   *breaker.Set
+	wait      Wait
 	committed chan struct{}
 	tracer    *tracing.Tracer // nil: off
 }
 
 // New returns a relay from ob to rdb; topics and tr (a send span per
-// batch and topic) may be nil.
-func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, tr *tracing.Tracer, log *slog.Logger) *Relay {
+// batch and topic) may be nil; wait may be the zero Wait (acknowledged by
+// the master is enough).
+func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicRecorder, tr *tracing.Tracer, log *slog.Logger, wait Wait) *Relay {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,6 +77,7 @@ func New(ob Log, rdb redis.UniversalClient, m *metrics.Metrics, topics TopicReco
 		rdb:     rdb,
 		metrics: m,
 		topics:  topics,
+		wait:    wait,
 		breaker: breaker.New(breaker.Settings{FailureRatio: 1, MinRequests: 3, Window: 5 * time.Second, OpenTimeout: 2 * time.Second,
 			OnStateChange: func(_ string, from, to breaker.State) {
 				log.Warn("relay breaker", "from", from.String(), "to", to.String())
@@ -194,14 +209,33 @@ func (r *Relay) idle(ctx context.Context, dirty bool, lastCommit time.Time, comm
 	return true
 }
 
-// send XADDs entries in one pipeline, in order.
+// send XADDs entries in order: in one pipeline, or with Wait per master
+// node. An error means nothing of the batch may be taken as relayed.
 func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 	done, err := r.breaker.Allow("relay")
 	if err != nil {
 		return err
 	}
 	span := r.tracer.StartSend()
-	pipe := r.rdb.Pipeline()
+	adds := r.decode(entries, &span)
+	if r.wait.Replicas > 0 {
+		err = r.sendWaited(ctx, adds)
+	} else {
+		pipe := r.rdb.Pipeline() // a ClusterClient pipeline splits by slot
+		for _, a := range adds {
+			pipe.XAdd(ctx, a)
+		}
+		_, err = pipe.Exec(ctx)
+	}
+	done(err == nil)
+	span.End(redactedErr(err))
+	return err
+}
+
+// decode turns entries into XADD arguments, in order, adds them to the
+// send span and tells the topic recorder the topics.
+func (r *Relay) decode(entries []outbox.Entry, span *tracing.Send) []*redis.XAddArgs {
+	adds := make([]*redis.XAddArgs, 0, len(entries))
 	prevTopic := ""
 	for _, e := range entries {
 		ev, err := stream.DecodeEvent(e.Data)
@@ -211,7 +245,7 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 			r.log.Error("relay skip malformed record", "segment", e.Next.Segment, "offset", e.Next.Offset, "err", err)
 			continue
 		}
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream.Key(ev.Topic), Values: ev.Values(e.Time)})
+		adds = append(adds, &redis.XAddArgs{Stream: stream.Key(ev.Topic), Values: ev.Values(e.Time)})
 		if r.tracer.Enabled() {
 			span.Add(ev.Topic, field(ev.Fields, stream.FieldID), field(ev.Fields, stream.FieldTraceparent))
 		}
@@ -220,10 +254,7 @@ func (r *Relay) send(ctx context.Context, entries []outbox.Entry) error {
 			prevTopic = ev.Topic
 		}
 	}
-	_, err = pipe.Exec(ctx)
-	done(err == nil)
-	span.End(redactedErr(err))
-	return err
+	return adds
 }
 
 // field is the value of name in fields (name, value, …), "" when absent.

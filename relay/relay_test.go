@@ -40,7 +40,7 @@ func TestRelayMovesRecordsInOrderAndSurvivesAnOutage(t *testing.T) {
 	t.Cleanup(func() { ob.Close() })
 	m := metrics.New(prometheus.NewRegistry(), "test", nil)
 	topics := topicSet{}
-	r := New(ob, rdb, m, topics, nil, nil)
+	r := New(ob, rdb, m, topics, nil, nil, Wait{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

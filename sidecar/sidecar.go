@@ -96,6 +96,7 @@ func New(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, gathere
 	rdb, err := redisconn.New(redisconn.Options{
 		URL: cfg.RedisURL, Mode: cfg.RedisMode, Password: cfg.RedisPassword,
 		CAFile: cfg.RedisCAFile, CertFile: cfg.RedisCertFile, KeyFile: cfg.RedisKeyFile, PoolSize: 32,
+		WaitTimeout: cfg.RedisWaitTimeout,
 	})
 	if err != nil {
 		return nil, redisConfigError(err)
@@ -160,7 +161,8 @@ func (s *Sidecar) buildParts(ob durableLog) {
 		Rate: cfg.PublishRate, Burst: config.Burst(cfg.PublishRate, cfg.PublishBurst),
 		Topics: cfg.PublishTopics, MaxTopicLabels: cfg.MetricsMaxTopics, Tracer: s.tracer, PubsubName: cfg.PubsubName,
 	}, ob, s.metrics, s.log)
-	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.tracer, s.log.With("component", "relay"))
+	s.relay = relay.New(ob, s.rdb, s.metrics, &s.topics, s.tracer, s.log.With("component", "relay"),
+		relay.Wait{Replicas: cfg.RedisWaitReplicas, Timeout: cfg.RedisWaitTimeout, Health: s.health})
 	s.client = delivery.NewClient(cfg.DeliveryConcurrency * max(1, len(s.specs)))
 	s.subs = s.subscribers()
 	parts := admin.Parts{Outbox: ob, Redis: s.health, Breakers: s.breakers, AppHealth: s.app, Gatherer: s.gatherer}

@@ -39,7 +39,7 @@ func run(stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg, stderr)
-	redis.SetLogger(redisconn.Logger{Log: log.With("component", "go-redis")})
+	redis.SetLogger(redisconn.NewLogger(log.With("component", "go-redis")))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -27,13 +27,29 @@ var Backoff = retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second
 // Options say how to reach Redis. Zero values: standalone mode, no TLS
 // files, the URL's own password.
 type Options struct {
-	URL      string // redis:// or rediss://, in the go-redis form of Mode
-	Mode     string // Standalone (""), Cluster or Sentinel
-	Password string // used instead of the URL's (FERRY_REDIS_PASSWORD_FILE)
+	URL  string // redis:// or rediss://, in the go-redis form of Mode
+	Mode string // Standalone (""), Cluster or Sentinel
+	// Password is used for the data nodes instead of the URL's
+	// (FERRY_REDIS_PASSWORD_FILE). In Sentinel mode the URL's userinfo is
+	// the Sentinels' password and the data nodes' comes from
+	// ?username=&password= (go-redis ParseFailoverURL): Password replaces
+	// the latter, the one ferry stores data with.
+	Password string
 	CAFile   string // private CA for rediss://
 	CertFile string // client certificate (with KeyFile)
 	KeyFile  string
 	PoolSize int // at least this many connections per node; 0: go-redis default
+	// WaitTimeout is the longest a WAIT may block (FERRY_REDIS_WAIT_TIMEOUT):
+	// the read timeout is raised to at least WaitTimeout+1s, or a WAIT that
+	// blocks its full time would time the pipeline out and go-redis would
+	// send the whole pipeline again.
+	WaitTimeout time.Duration
+}
+
+// ReadTimeout is the read timeout of every connection: 5 s, or the wait
+// timeout plus one second when that is longer.
+func (o Options) ReadTimeout() time.Duration {
+	return max(5*time.Second, o.WaitTimeout+time.Second)
 }
 
 // OptionError names the option (a field of Options) that is wrong.
@@ -70,6 +86,10 @@ func New(o Options) (redis.UniversalClient, error) {
 		o.applyTo(&opts.Password, &opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.MaxRetries, &opts.PoolSize)
 		opts.MaintNotificationsConfig = noMaintNotifications()
 		opts.MaxRedirects = 8 // a failover or reshard moves slots: follow MOVED/ASK further than the default 3
+		// go-redis reloads the slot map on MOVED/ASK, otherwise every 60 s by
+		// default: after a master died, commands for its slots kept failing
+		// for 8–12 s. The reload is one CLUSTER SLOTS per second.
+		opts.ClusterStateReloadInterval = time.Second
 		return redis.NewClusterClient(opts), nil
 	case Sentinel:
 		opts, err := redis.ParseFailoverURL(o.URL)
@@ -103,7 +123,7 @@ func (o Options) applyTo(password *string, dial, read, write *time.Duration, max
 		*password = o.Password
 	}
 	*dial = 2 * time.Second
-	*read = 5 * time.Second
+	*read = o.ReadTimeout()
 	*write = 5 * time.Second
 	*maxRetries = 1
 	*poolSize = max(*poolSize, o.PoolSize)

@@ -13,4 +13,12 @@
 //   - Health counts only failures that say something about Redis (network
 //     errors, LOADING, READONLY, MASTERDOWN, CLUSTERDOWN, TRYAGAIN), never
 //     our own cancellations or a command's own error.
+//   - Logs say what happened once: Health logs one "redis down"/"redis up"
+//     per episode (failover flaps folded into it), Logger (go-redis's own
+//     lines) one line per kind per minute.
+//   - Cluster mode reloads the slot map every second; the read timeout is
+//     at least Options.WaitTimeout+1s, so a blocking WAIT is never taken
+//     for a dead connection (go-redis would resend the whole pipeline).
+//   - In Sentinel mode the URL's userinfo is the Sentinels' password and
+//     Options.Password (FERRY_REDIS_PASSWORD_FILE) the data nodes'.
 package redisconn

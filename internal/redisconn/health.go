@@ -5,14 +5,20 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Health is a redis.Hook that follows whether Redis answers, from the
-// outcome of every command, and reports each transition once: a log line
-// and OnChange. Add it with client.AddHook.
+// outcome of every command, and reports each transition: OnChange every
+// time, a log line once per episode. A failover flaps (commands on the new
+// primary succeed while pooled ones still dial the dead one): a transition
+// within HealthQuiet of the last line is not logged then, and when HealthQuiet has
+// passed the state is logged if it differs from the last line, with the
+// number of transitions folded in ("flaps"). Add it with client.AddHook.
 type Health struct {
 	up atomic.Bool
 	// outages counts up-to-down transitions: state taken in Redis before
@@ -20,7 +26,18 @@ type Health struct {
 	outages  atomic.Uint64
 	log      *slog.Logger
 	onChange func(up bool)
+
+	mu      sync.Mutex
+	logged  bool      // the state the last line said
+	lastLog time.Time // zero: nothing logged yet
+	lastErr error     // the latest down transition's error
+	flaps   int       // transitions since the last line
+	timer   *time.Timer
 }
+
+// HealthQuiet is how long after a "redis up" or "redis down" line further
+// transitions are folded into the same episode instead of logged.
+const HealthQuiet = 10 * time.Second
 
 // NewHealth returns a Health that starts down (nothing answered yet).
 // onChange (may be nil) is called on every transition, from the goroutine
@@ -48,16 +65,58 @@ func (h *Health) Observe(err error) {
 			return // our own cancellation says nothing about Redis
 		}
 		if !h.up.Swap(true) {
-			h.log.Info("redis up")
+			h.report(nil)
 			h.onChange(true)
 		}
 		return
 	}
 	if h.up.Swap(false) {
 		h.outages.Add(1)
-		h.log.Warn("redis down", "err", RedactErr(err))
+		h.report(err)
 		h.onChange(false)
 	}
+}
+
+// report logs a transition now, or folds it into the current episode and
+// makes sure the state is logged once the episode's quiet time is over.
+func (h *Health) report(downErr error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if downErr != nil {
+		h.lastErr = downErr
+	}
+	h.flaps++
+	since := time.Since(h.lastLog)
+	if h.lastLog.IsZero() || since >= HealthQuiet {
+		h.emit()
+		return
+	}
+	if h.timer == nil {
+		h.timer = time.AfterFunc(HealthQuiet-since, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.timer = nil
+			h.emit()
+		})
+	}
+}
+
+// emit logs the current state unless the last line already said it.
+func (h *Health) emit() {
+	up := h.up.Load()
+	if up == h.logged && !h.lastLog.IsZero() {
+		return
+	}
+	if up {
+		h.log.Info("redis up", "flaps", h.flaps-1)
+	} else {
+		msg := "unknown"
+		if h.lastErr != nil {
+			msg = RedactErr(h.lastErr)
+		}
+		h.log.Warn("redis down", "err", msg, "flaps", h.flaps-1)
+	}
+	h.logged, h.lastLog, h.flaps = up, time.Now(), 0
 }
 
 // SaysDown reports whether err means Redis (or the node that owns the key)
