@@ -112,7 +112,7 @@ type Subscriber struct {
 	ready       chan *delivery
 	freed       chan struct{}
 	settling    chan settleReq   // deliveries the app took, dead letters and duplicates, for the settler
-	settleSlots chan struct{}    // one per delivery sent or answered and not yet completed: at most Concurrency
+	settleSlots chan struct{}    // one per delivery sent or answered and not yet completed: at most 2 × Concurrency
 	acking      chan []settleReq // completed batches, for the acker
 
 	mu      sync.Mutex
@@ -158,7 +158,7 @@ func New(o Options, d Deps) *Subscriber {
 	}
 	s.ready = make(chan *delivery, s.window)
 	s.settling = make(chan settleReq, s.window)
-	s.settleSlots = make(chan struct{}, max(1, o.Concurrency))
+	s.settleSlots = make(chan struct{}, max(1, 2*o.Concurrency))
 	s.acking = make(chan []settleReq, 4)
 	s.sched = waitq.New[waiting]()
 	s.format = o.Format

@@ -31,12 +31,12 @@ import (
 const (
 	crashConcurrency = 16 // FERRY_DELIVERY_CONCURRENCY of the subscribers
 	// settleWaitingMax is N, the README's bound: a delivery holds one of
-	// FERRY_DELIVERY_CONCURRENCY settle slots from its POST until its
+	// 2 × FERRY_DELIVERY_CONCURRENCY settle slots from its POST until its
 	// completion is written, so sent-or-answered-but-unrecorded deliveries
 	// never exceed it (delivery.Subscriber.takeSlot). Before that change,
 	// completions could pile up behind a slow pipeline (up to the window,
 	// 256) and this bound did not hold.
-	settleWaitingMax = crashConcurrency
+	settleWaitingMax = 2 * crashConcurrency
 	crashRuns        = 10   // seeded runs per test
 	crashEvents      = 1200 // events delivered per run
 	crashAppDelay    = 2 * time.Millisecond
