@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferry-sidecar/ferry/retry"
 )
 
 // scheduleAt is when event i of a paced load at rate per second starting
@@ -48,7 +50,7 @@ func pacedLoop(ctx context.Context, rate float64, n int64, workers int, send fun
 					return
 				}
 				at := scheduleAt(start, rate, i)
-				if d := time.Until(at); d > 0 && !sleepCtx(ctx, d) {
+				if d := time.Until(at); d > 0 && !retry.Sleep(ctx, d) {
 					return
 				}
 				t0 := time.Now()

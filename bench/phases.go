@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferry-sidecar/ferry/retry"
 )
 
 // newClient is a keep-alive HTTP client for n concurrent callers.
@@ -255,7 +257,7 @@ func ferryPublish(ctx context.Context, e *env, res *results) error {
 	}
 	// The syncs counter is refreshed every second: wait past one refresh
 	// after the last publish, then read both totals (warm-up included).
-	if !sleepCtx(ctx, 1200*time.Millisecond) {
+	if !retry.Sleep(ctx, 1200*time.Millisecond) {
 		return ctx.Err()
 	}
 	m, err := scrape(ctx, sc.admin)
@@ -374,17 +376,6 @@ func (e *env) pprof(ctx context.Context, sc *sidecar, kind, file string, d time.
 		p.done <- err
 	}()
 	return p
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // histogram is one Prometheus histogram's cumulative buckets, sum and count.
